@@ -1,0 +1,126 @@
+"""The scaffold every service is built on.
+
+Open the SQS transport, resolve the queues (riding out a broker that is not up yet), hand out publishers
+and consumers, run consumers for the lifetime of a context, and report health. Composition roots
+(``app.py`` / ``worker.py``) use it; domain code never does.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import structlog
+from fastapi import APIRouter
+from prometheus_client import CollectorRegistry
+
+from agent_grid_runtime.public_backoff import Backoff
+from agent_grid_runtime.public_http import HealthCheck, build_ops_router
+from agent_grid_runtime.public_queues import QueueName, QueueUrls, resolve_queues
+from agent_grid_runtime.public_settings import BaseServiceSettings, ConsumerSettings
+from agent_grid_runtime.public_sqs import Consumer, Handlers, Publisher
+from agent_grid_runtime.public_transport import QueueTransport, TransportError, open_sqs_transport
+
+__all__ = ["ServiceRuntime", "open_service_runtime", "running_consumers"]
+
+_log = structlog.get_logger(__name__)
+
+
+@dataclass
+class ServiceRuntime:
+    """What a service needs from the messaging layer, built once at start."""
+
+    service: str
+    transport: QueueTransport
+    queues: QueueUrls
+    registry: CollectorRegistry
+
+    def publisher(self, queue: QueueName, *, max_attempts: int = 5) -> Publisher:
+        """A publisher to one of the work queues."""
+        return Publisher(
+            transport=self.transport,
+            queue_url=self.queues.pair(queue).url,
+            queue_label=queue.value,
+            max_attempts=max_attempts,
+            registry=self.registry,
+        )
+
+    def consumer(self, queue: QueueName, handlers: Handlers, settings: ConsumerSettings) -> Consumer:
+        """A consumer of one of the work queues, dead-lettering to its DLQ."""
+        pair = self.queues.pair(queue)
+        return Consumer(
+            self.transport,
+            queue_url=pair.url,
+            dead_letter_url=pair.dead_letter_url,
+            handlers=handlers,
+            settings=settings,
+            queue_label=queue.value,
+            registry=self.registry,
+        )
+
+    async def broker_reachable(self) -> bool:
+        """Health probe: the broker answers a cheap call on the nudges queue."""
+        await self.transport.depth(self.queues.nudges.url)
+        return True
+
+    def ops_router(self, extra_checks: dict[str, HealthCheck] | None = None) -> APIRouter:
+        """``/healthz`` (broker reachable plus ``extra_checks``) and ``/metrics``."""
+        return build_ops_router(
+            service=self.service,
+            registry=self.registry,
+            checks={"broker": self.broker_reachable, **(extra_checks or {})},
+        )
+
+
+@asynccontextmanager
+async def open_service_runtime(
+    settings: BaseServiceSettings, *, service: str, transport: QueueTransport | None = None
+) -> AsyncIterator[ServiceRuntime]:
+    """Open the transport and resolve the queues, retrying with capped backoff while the broker is down.
+
+    Args:
+        settings: the service's settings.
+        service: its name, for logs and health.
+        transport: use this transport instead of opening SQS (unit tests pass an InMemoryBroker).
+    """
+    registry = CollectorRegistry()
+    if transport is not None:
+        yield ServiceRuntime(service, transport, await _resolve_with_retry(transport, settings), registry)
+        return
+    async with open_sqs_transport(settings.aws) as sqs:
+        yield ServiceRuntime(service, sqs, await _resolve_with_retry(sqs, settings), registry)
+
+
+async def _resolve_with_retry(transport: QueueTransport, settings: BaseServiceSettings) -> QueueUrls:
+    backoff = Backoff(initial_s=0.5, max_s=15.0)
+    while True:
+        try:
+            return await resolve_queues(transport, settings.queues)
+        except TransportError as error:
+            delay = backoff.next_delay()
+            _log.warning(
+                "broker_unreachable",
+                endpoint=settings.aws.endpoint_url or "aws",
+                error=str(error),
+                retry_in_s=round(delay, 2),
+            )
+            await asyncio.sleep(delay)
+
+
+@asynccontextmanager
+async def running_consumers(consumers: Sequence[Consumer]) -> AsyncIterator[None]:
+    """Run consumers in the background for the lifetime of the context; on exit, drain them.
+
+    Each consumer bounds its own drain with ``drain_timeout_s``: lifespan shutdown has no deadline of its own.
+    A consumer that crashes is logged; the others keep running, and ``/healthz`` reports it.
+    """
+    tasks = [asyncio.create_task(consumer.run(), name="consumer") for consumer in consumers]
+    try:
+        yield
+    finally:
+        for consumer in consumers:
+            consumer.stop()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                _log.error("consumer_crashed", exc_info=result)

@@ -1,0 +1,352 @@
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from agent_grid_contracts.public_codec import encode
+from agent_grid_contracts.public_envelope import Envelope, wrap
+from agent_grid_contracts.public_issues import IssueRef
+from agent_grid_contracts.public_launches import LaunchAgent, RunMode
+from agent_grid_contracts.public_nudges import Nudge
+from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
+from agent_grid_runtime.public_settings import ConsumerSettings, QueueSettings
+from agent_grid_runtime.public_sqs import Consumer, DropMessage, Handlers, MessageContext, Publisher, RetryLater
+from agent_grid_runtime.public_testing import InMemoryBroker
+from agent_grid_runtime.public_transport import OutgoingMessage
+from structlog.testing import capture_logs
+
+Handler = Callable[[Envelope[Nudge], MessageContext], Awaitable[None]]
+
+
+def nudge(number: int) -> Envelope[Nudge]:
+    return wrap(Nudge(issue=IssueRef(repo="octo/widgets", number=number)), producer="test")
+
+
+@pytest.fixture
+def broker() -> InMemoryBroker:
+    return InMemoryBroker()
+
+
+@pytest.fixture
+async def queues(broker: InMemoryBroker) -> QueueUrls:
+    return await resolve_queues(broker, QueueSettings(prefix="unit", max_receive_count=3))
+
+
+def make_consumer(broker: InMemoryBroker, queues: QueueUrls, handler: Handler, **settings: Any) -> Consumer:
+    defaults: dict[str, Any] = {"wait_time_s": 1, "visibility_timeout_s": 5, "drain_timeout_s": 2.0}
+    return Consumer(
+        broker,
+        queue_url=queues.nudges.url,
+        dead_letter_url=queues.nudges.dead_letter_url,
+        handlers=Handlers().on(Nudge, handler),
+        settings=ConsumerSettings(**{**defaults, **settings}),
+        queue_label="nudges",
+    )
+
+
+@pytest.fixture
+async def publisher(broker: InMemoryBroker, queues: QueueUrls) -> Publisher:
+    return Publisher(transport=broker, queue_url=queues.nudges.url, backoff_initial_s=0.001)
+
+
+async def run_until(consumer: Consumer, done: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not done():
+                await asyncio.sleep(0.005)
+    finally:
+        consumer.stop()
+        await task
+
+
+async def test_handled_messages_are_deleted(broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher) -> None:
+    seen: list[int] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        seen.append(envelope.body.issue.number)
+
+    await publisher.publish_many([nudge(n) for n in range(1, 26)])
+    await run_until(
+        make_consumer(broker, queues, handle), lambda: len(seen) == 25 and not broker.messages(queues.nudges.url)
+    )
+
+    assert sorted(seen) == list(range(1, 26))
+    assert broker.messages(queues.nudges.url) == []
+
+
+async def test_publish_many_sends_batches_of_at_most_ten(
+    broker: InMemoryBroker, publisher: Publisher, queues: QueueUrls
+) -> None:
+    broker.calls.clear()
+
+    await publisher.publish_many([nudge(n) for n in range(1, 24)])
+
+    assert broker.calls.count("send_batch") == 3
+    assert len(broker.messages(queues.nudges.url)) == 23
+
+
+async def test_publish_retries_through_a_broker_outage(
+    broker: InMemoryBroker, publisher: Publisher, queues: QueueUrls
+) -> None:
+    broker.fail_next(2)
+
+    await publisher.publish(nudge(1))
+
+    assert len(broker.messages(queues.nudges.url)) == 1
+
+
+async def test_publish_gives_up_after_max_attempts_with_the_unsent_ids(
+    broker: InMemoryBroker, queues: QueueUrls
+) -> None:
+    from agent_grid_runtime.public_sqs import PublishError
+
+    publisher = Publisher(transport=broker, queue_url=queues.nudges.url, max_attempts=2, backoff_initial_s=0.001)
+    envelope = nudge(1)
+    broker.fail_next(2)
+
+    with pytest.raises(PublishError) as raised:
+        await publisher.publish(envelope)
+
+    assert raised.value.unsent == [str(envelope.message_id)]
+
+
+async def test_retry_later_hides_the_message_for_the_requested_delay(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    attempts: list[float] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) == 1:
+            raise RetryLater(1, "not yet")
+
+    await publisher.publish(nudge(1))
+    await run_until(make_consumer(broker, queues, handle), lambda: len(attempts) == 2)
+
+    assert attempts[1] - attempts[0] >= 0.9
+    assert attempts[1] - attempts[0] < 4  # well before the 5 s visibility timeout would have expired
+
+
+async def test_drop_message_dead_letters_with_the_reason(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        raise DropMessage("issue belongs to another tracker")
+
+    await publisher.publish(nudge(1))
+    await run_until(make_consumer(broker, queues, handle), lambda: bool(broker.messages(queues.nudges.dead_letter_url)))
+
+    [dead] = broker.messages(queues.nudges.dead_letter_url)
+    assert dead.attributes["dead_letter_reason"] == "issue belongs to another tracker"
+    assert dead.attributes["source_queue"] == "nudges"
+    assert broker.messages(queues.nudges.url) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("{not json", "not JSON"),
+        (json.dumps({"message_id": "6f1c7c1e-5b1a-4c1e-9d1a-0a0a0a0a0a0a", "kind": "nudge", "body": {}}), "issue"),
+        (
+            encode(
+                wrap(
+                    LaunchAgent(run_id="r", issue=IssueRef(repo="a/b", number=1), mode=RunMode.WORK, agent_kind="x"),
+                    producer="test",
+                )
+            ),
+            "unaccepted kind 'launch_agent'",
+        ),
+    ],
+)
+async def test_invalid_messages_are_dead_lettered_without_reaching_the_handler(
+    broker: InMemoryBroker, queues: QueueUrls, body: str, reason: str
+) -> None:
+    handled: list[object] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        handled.append(envelope)
+
+    await broker.send_batch(queues.nudges.url, [OutgoingMessage(entry_id="0", body=body)])
+    await run_until(make_consumer(broker, queues, handle), lambda: bool(broker.messages(queues.nudges.dead_letter_url)))
+
+    [dead] = broker.messages(queues.nudges.dead_letter_url)
+    assert reason in dead.attributes["dead_letter_reason"]
+    assert dead.body == body
+    assert handled == []
+
+
+async def test_an_unexpected_error_leaves_the_message_until_redrive(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    receive_counts: list[int] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        receive_counts.append(context.receive_count)
+        raise RuntimeError("bug")
+
+    await publisher.publish(nudge(1))
+    consumer = make_consumer(broker, queues, handle, visibility_timeout_s=1)
+    await run_until(consumer, lambda: bool(broker.messages(queues.nudges.dead_letter_url)), timeout_s=8)
+
+    assert receive_counts == [1, 2, 3]  # max_receive_count=3, then the broker's redrive moves it
+    [dead] = broker.messages(queues.nudges.dead_letter_url)
+    assert "dead_letter_reason" not in dead.attributes
+
+
+async def test_never_more_handlers_than_slots(broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher) -> None:
+    active = 0
+    peak = 0
+    done = 0
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        nonlocal active, peak, done
+        active += 1
+        peak = max(peak, active)
+        await asyncio.sleep(0.01)
+        active -= 1
+        done += 1
+
+    await publisher.publish_many([nudge(n) for n in range(1, 41)])
+    await run_until(make_consumer(broker, queues, handle, max_in_flight=3), lambda: done == 40)
+
+    assert peak == 3
+
+
+async def test_receives_ask_only_for_free_slots(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    requested: list[int] = []
+    original_receive = broker.receive
+
+    async def recording_receive(queue_url: str, **kwargs: Any) -> Any:
+        requested.append(kwargs["max_messages"])
+        return await original_receive(queue_url, **kwargs)
+
+    broker.receive = recording_receive  # type: ignore[method-assign]
+    release = asyncio.Event()
+    done = 0
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        nonlocal done
+        await release.wait()
+        done += 1
+
+    await publisher.publish_many([nudge(n) for n in range(1, 6)])
+    consumer = make_consumer(broker, queues, handle, max_in_flight=4)
+    task = asyncio.create_task(consumer.run())
+    while consumer.in_flight < 4:
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    assert requested == [4], "no receive while every slot is busy"
+    release.set()
+    while done < 5:
+        await asyncio.sleep(0.005)
+    consumer.stop()
+    await task
+    assert all(1 <= asked <= 4 for asked in requested)
+
+
+async def test_visibility_heartbeat_keeps_a_long_handler_s_message_hidden(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    calls = 0
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(2.5)  # 2.5 visibility timeouts
+
+    await publisher.publish(nudge(1))
+    consumer = make_consumer(broker, queues, handle, visibility_timeout_s=1, max_in_flight=2)
+    await run_until(consumer, lambda: calls == 1 and not broker.messages(queues.nudges.url), timeout_s=6)
+
+    assert calls == 1
+    assert broker.calls.count("change_visibility") >= 3
+
+
+async def test_stop_drains_in_flight_handlers_and_acknowledges_them(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        started.set()
+        await asyncio.sleep(0.2)
+        finished.append(envelope.body.issue.number)
+
+    await publisher.publish_many([nudge(n) for n in range(1, 4)])
+    consumer = make_consumer(broker, queues, handle, max_in_flight=3)
+    task = asyncio.create_task(consumer.run())
+    await started.wait()
+    consumer.stop()
+    await task
+
+    assert sorted(finished) == [1, 2, 3]
+    assert broker.messages(queues.nudges.url) == []
+
+
+async def test_drain_timeout_cancels_stragglers_and_leaves_their_messages(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    started = asyncio.Event()
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    await publisher.publish(nudge(1))
+    consumer = make_consumer(broker, queues, handle, drain_timeout_s=0.1)
+    task = asyncio.create_task(consumer.run())
+    await started.wait()
+    consumer.stop()
+    async with asyncio.timeout(2):
+        await task
+
+    assert len(broker.messages(queues.nudges.url)) == 1, "a cancelled message is never acknowledged"
+
+
+async def test_stop_before_run_returns_at_once(broker: InMemoryBroker, queues: QueueUrls) -> None:
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        raise AssertionError
+
+    consumer = make_consumer(broker, queues, handle)
+    consumer.stop()
+    consumer.stop()
+    async with asyncio.timeout(1):
+        await consumer.run()
+
+
+async def test_consumer_rides_out_a_broker_outage(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    seen: list[int] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        seen.append(envelope.body.issue.number)
+
+    await publisher.publish(nudge(7))
+    broker.fail_next(3)
+    with capture_logs() as logs:
+        await run_until(make_consumer(broker, queues, handle), lambda: seen == [7], timeout_s=10)
+
+    assert sum(1 for line in logs if line["event"] == "receive_failed") == 3
+
+
+async def test_one_log_line_per_message_with_outcome_and_duration(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        if envelope.body.issue.number == 2:
+            raise DropMessage("poison")
+
+    await publisher.publish_many([nudge(1), nudge(2)])
+    with capture_logs() as logs:
+        await run_until(make_consumer(broker, queues, handle), lambda: not broker.messages(queues.nudges.url))
+
+    lines = [line for line in logs if line["event"] == "message_processed"]
+    assert sorted(line["outcome"] for line in lines) == ["dead_lettered", "handled"]
+    assert all("duration_ms" in line and line["queue"] == "nudges" for line in lines)
+    assert {line["kind"] for line in lines} == {"nudge"}

@@ -64,6 +64,9 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                # Own session: a terminal's Ctrl-C reaches only this runner, which then stops each service
+                # once, with SIGTERM. A second signal would make the grid worker force its exit.
+                start_new_session=True,
             )
             processes[service.name] = process
             assert process.stdout is not None

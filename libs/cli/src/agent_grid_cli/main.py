@@ -31,8 +31,10 @@ def _settings() -> CliSettings:
 
 
 def _broker(settings: CliSettings, port: int | None = None) -> EmbeddedBroker:
+    port = port or settings.broker_port
+    # Named by port: brokers on different ports never share a pid or log file.
     return EmbeddedBroker(
-        home=settings.home / "broker", requirements=settings.broker_requirements, port=port or settings.broker_port
+        home=settings.home / "broker", requirements=settings.broker_requirements, port=port, name=f"port-{port}"
     )
 
 

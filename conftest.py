@@ -32,12 +32,7 @@ def sqs_endpoint() -> Iterator[str]:
     if explicit:
         yield explicit
         return
-    broker = EmbeddedBroker(
-        home=REPO_ROOT / ".local" / "broker",
-        requirements=REPO_ROOT / "deploy" / "broker" / "requirements.txt",
-        port=find_free_port(),
-        name=f"pytest-{os.getpid()}",
-    )
+    broker = EmbeddedBroker.in_repo(REPO_ROOT, port=find_free_port())
     broker.start()
     try:
         yield broker.endpoint_url

@@ -427,12 +427,7 @@ async def main() -> None:
     broker: EmbeddedBroker | None = None
     endpoint: str = args.endpoint
     if not endpoint:
-        broker = EmbeddedBroker(
-            home=_REPO_ROOT / ".local" / "broker",
-            requirements=_REPO_ROOT / "deploy" / "broker" / "requirements.txt",
-            port=find_free_port(),
-            name="bench",
-        )
+        broker = EmbeddedBroker.in_repo(_REPO_ROOT, port=find_free_port(), name="bench")
         endpoint = broker.endpoint_url
     try:
         if broker is not None:

@@ -55,6 +55,16 @@ class EmbeddedBroker:
 
     _process: "subprocess.Popen[bytes] | None" = field(default=None, init=False, repr=False)
 
+    @classmethod
+    def in_repo(cls, repo_root: Path, *, port: int, name: str | None = None) -> "EmbeddedBroker":
+        """The broker as this repository lays it out: state under ``.local/broker``, lock in ``deploy/broker``."""
+        return cls(
+            home=repo_root / ".local" / "broker",
+            requirements=repo_root / "deploy" / "broker" / "requirements.txt",
+            port=port,
+            name=name or f"port-{port}",
+        )
+
     def __post_init__(self) -> None:
         # The broker runs with its state directory as cwd; every path it is given must be absolute.
         self.home = self.home.resolve()

@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import structlog
-from fastapi import APIRouter
+import uvicorn
+from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
 from agent_grid_runtime.public_backoff import Backoff
@@ -21,7 +22,7 @@ from agent_grid_runtime.public_settings import BaseServiceSettings, ConsumerSett
 from agent_grid_runtime.public_sqs import Consumer, Handlers, Publisher
 from agent_grid_runtime.public_transport import QueueTransport, TransportError, open_sqs_transport
 
-__all__ = ["ServiceRuntime", "open_service_runtime", "running_consumers"]
+__all__ = ["ServiceRuntime", "open_service_runtime", "run_http_service", "running_consumers"]
 
 _log = structlog.get_logger(__name__)
 
@@ -124,3 +125,12 @@ async def running_consumers(consumers: Sequence[Consumer]) -> AsyncIterator[None
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
                 _log.error("consumer_crashed", exc_info=result)
+
+
+def run_http_service(app: FastAPI, settings: BaseServiceSettings) -> None:
+    """Serve ``app`` until SIGTERM/SIGINT. uvicorn owns the signals (STYLE.md S3).
+
+    On a signal uvicorn closes connections (within 10 s), then runs lifespan shutdown, where the consumers
+    drain under their own ``drain_timeout_s``: lifespan shutdown has no deadline of its own.
+    """
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_config=None, timeout_graceful_shutdown=10)

@@ -8,12 +8,13 @@ after ``maxReceiveCount`` receives, delays, and long polling. Integration tests 
 import asyncio
 import itertools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from agent_grid_runtime.consumer_loop import Consumer
 from agent_grid_runtime.public_transport import OutgoingMessage, QueueDepth, ReceivedMessage, TransportError
 
-__all__ = ["InMemoryBroker", "StoredMessage"]
+__all__ = ["InMemoryBroker", "StoredMessage", "run_consumer_until"]
 
 
 @dataclass
@@ -192,3 +193,19 @@ class InMemoryBroker:
     @staticmethod
     def _now() -> float:
         return asyncio.get_running_loop().time()
+
+
+async def run_consumer_until(consumer: Consumer, done: Callable[[], bool], *, timeout_s: float = 10.0) -> None:
+    """Run ``consumer`` until ``done()`` holds (polled every 10 ms), then stop it and wait for its drain.
+
+    Raises:
+        TimeoutError: ``done()`` did not hold within ``timeout_s``; the consumer is still stopped and drained.
+    """
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not done():  # noqa: ASYNC110 - `done` reads state no Event can signal (a queue, a file)
+                await asyncio.sleep(0.01)
+    finally:
+        consumer.stop()
+        await task

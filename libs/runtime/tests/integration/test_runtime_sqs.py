@@ -16,6 +16,7 @@ from agent_grid_runtime.public_broker import EmbeddedBroker, find_free_port
 from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
 from agent_grid_runtime.public_settings import AwsSettings, ConsumerSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Consumer, DropMessage, Handlers, MessageContext, Publisher
+from agent_grid_runtime.public_testing import run_consumer_until
 from agent_grid_runtime.public_transport import OutgoingMessage, QueueTransport, open_sqs_transport
 from structlog.testing import capture_logs
 
@@ -44,17 +45,6 @@ def consumer_for(
         settings=ConsumerSettings(**{**defaults, **settings}),
         queue_label="nudges",
     )
-
-
-async def run_until(consumer: Consumer, done: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    task = asyncio.create_task(consumer.run())
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not done():
-                await asyncio.sleep(0.01)
-    finally:
-        consumer.stop()
-        await task
 
 
 async def drain_queue(sqs: QueueTransport, url: str, *, wait_time_s: int = 1) -> list[Any]:
@@ -126,7 +116,7 @@ async def test_poison_message_goes_to_the_dead_letter_queue_with_its_reason(
 
     await sqs.send_batch(queues.nudges.url, [OutgoingMessage(entry_id="raw", body='{"kind": "nudge", "body": 1}')])
     await Publisher(transport=sqs, queue_url=queues.nudges.url).publish_many([nudge(1), nudge(2), nudge(3)])
-    await run_until(consumer_for(sqs, queues, handle), lambda: sorted(handled) == [1, 3])
+    await run_consumer_until(consumer_for(sqs, queues, handle), lambda: sorted(handled) == [1, 3], timeout_s=20.0)
 
     dead = await drain_queue(sqs, queues.nudges.dead_letter_url, wait_time_s=2)
     reasons = sorted(m.attributes["dead_letter_reason"] for m in dead)
@@ -244,12 +234,7 @@ async def test_sigterm_drains_a_consumer_process_without_losing_or_duplicating(
 
 @pytest.mark.slow
 async def test_consumer_survives_a_broker_outage_and_resumes(tmp_path: Path) -> None:
-    broker = EmbeddedBroker(
-        home=REPO_ROOT / ".local" / "broker",
-        requirements=REPO_ROOT / "deploy" / "broker" / "requirements.txt",
-        port=find_free_port(),
-        name=f"outage-{tmp_path.name}",
-    )
+    broker = EmbeddedBroker.in_repo(REPO_ROOT, port=find_free_port())
     broker.start()
     settings = QueueSettings(prefix="outage")
     seen: list[int] = []

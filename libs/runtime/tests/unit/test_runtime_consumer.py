@@ -12,7 +12,7 @@ from agent_grid_contracts.public_nudges import Nudge
 from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
 from agent_grid_runtime.public_settings import ConsumerSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Consumer, DropMessage, Handlers, MessageContext, Publisher, RetryLater
-from agent_grid_runtime.public_testing import InMemoryBroker
+from agent_grid_runtime.public_testing import InMemoryBroker, run_consumer_until
 from agent_grid_runtime.public_transport import OutgoingMessage
 from structlog.testing import capture_logs
 
@@ -50,17 +50,6 @@ async def publisher(broker: InMemoryBroker, queues: QueueUrls) -> Publisher:
     return Publisher(transport=broker, queue_url=queues.nudges.url, backoff_initial_s=0.001)
 
 
-async def run_until(consumer: Consumer, done: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    task = asyncio.create_task(consumer.run())
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not done():
-                await asyncio.sleep(0.005)
-    finally:
-        consumer.stop()
-        await task
-
-
 async def test_handled_messages_are_deleted(broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher) -> None:
     seen: list[int] = []
 
@@ -68,8 +57,10 @@ async def test_handled_messages_are_deleted(broker: InMemoryBroker, queues: Queu
         seen.append(envelope.body.issue.number)
 
     await publisher.publish_many([nudge(n) for n in range(1, 26)])
-    await run_until(
-        make_consumer(broker, queues, handle), lambda: len(seen) == 25 and not broker.messages(queues.nudges.url)
+    await run_consumer_until(
+        make_consumer(broker, queues, handle),
+        lambda: len(seen) == 25 and not broker.messages(queues.nudges.url),
+        timeout_s=5.0,
     )
 
     assert sorted(seen) == list(range(1, 26))
@@ -123,7 +114,7 @@ async def test_retry_later_hides_the_message_for_the_requested_delay(
             raise RetryLater(1, "not yet")
 
     await publisher.publish(nudge(1))
-    await run_until(make_consumer(broker, queues, handle), lambda: len(attempts) == 2)
+    await run_consumer_until(make_consumer(broker, queues, handle), lambda: len(attempts) == 2, timeout_s=5.0)
 
     assert attempts[1] - attempts[0] >= 0.9
     assert attempts[1] - attempts[0] < 4  # well before the 5 s visibility timeout would have expired
@@ -136,7 +127,11 @@ async def test_drop_message_dead_letters_with_the_reason(
         raise DropMessage("issue belongs to another tracker")
 
     await publisher.publish(nudge(1))
-    await run_until(make_consumer(broker, queues, handle), lambda: bool(broker.messages(queues.nudges.dead_letter_url)))
+    await run_consumer_until(
+        make_consumer(broker, queues, handle),
+        lambda: bool(broker.messages(queues.nudges.dead_letter_url)),
+        timeout_s=5.0,
+    )
 
     [dead] = broker.messages(queues.nudges.dead_letter_url)
     assert dead.attributes["dead_letter_reason"] == "issue belongs to another tracker"
@@ -169,7 +164,11 @@ async def test_invalid_messages_are_dead_lettered_without_reaching_the_handler(
         handled.append(envelope)
 
     await broker.send_batch(queues.nudges.url, [OutgoingMessage(entry_id="0", body=body)])
-    await run_until(make_consumer(broker, queues, handle), lambda: bool(broker.messages(queues.nudges.dead_letter_url)))
+    await run_consumer_until(
+        make_consumer(broker, queues, handle),
+        lambda: bool(broker.messages(queues.nudges.dead_letter_url)),
+        timeout_s=5.0,
+    )
 
     [dead] = broker.messages(queues.nudges.dead_letter_url)
     assert reason in dead.attributes["dead_letter_reason"]
@@ -188,7 +187,7 @@ async def test_an_unexpected_error_leaves_the_message_until_redrive(
 
     await publisher.publish(nudge(1))
     consumer = make_consumer(broker, queues, handle, visibility_timeout_s=1)
-    await run_until(consumer, lambda: bool(broker.messages(queues.nudges.dead_letter_url)), timeout_s=8)
+    await run_consumer_until(consumer, lambda: bool(broker.messages(queues.nudges.dead_letter_url)), timeout_s=8)
 
     assert receive_counts == [1, 2, 3]  # max_receive_count=3, then the broker's redrive moves it
     [dead] = broker.messages(queues.nudges.dead_letter_url)
@@ -209,7 +208,7 @@ async def test_never_more_handlers_than_slots(broker: InMemoryBroker, queues: Qu
         done += 1
 
     await publisher.publish_many([nudge(n) for n in range(1, 41)])
-    await run_until(make_consumer(broker, queues, handle, max_in_flight=3), lambda: done == 40)
+    await run_consumer_until(make_consumer(broker, queues, handle, max_in_flight=3), lambda: done == 40, timeout_s=5.0)
 
     assert peak == 3
 
@@ -260,7 +259,7 @@ async def test_visibility_heartbeat_keeps_a_long_handler_s_message_hidden(
 
     await publisher.publish(nudge(1))
     consumer = make_consumer(broker, queues, handle, visibility_timeout_s=1, max_in_flight=2)
-    await run_until(consumer, lambda: calls == 1 and not broker.messages(queues.nudges.url), timeout_s=6)
+    await run_consumer_until(consumer, lambda: calls == 1 and not broker.messages(queues.nudges.url), timeout_s=6)
 
     assert calls == 1
     assert broker.calls.count("change_visibility") >= 3
@@ -330,7 +329,7 @@ async def test_consumer_rides_out_a_broker_outage(
     await publisher.publish(nudge(7))
     broker.fail_next(3)
     with capture_logs() as logs:
-        await run_until(make_consumer(broker, queues, handle), lambda: seen == [7], timeout_s=10)
+        await run_consumer_until(make_consumer(broker, queues, handle), lambda: seen == [7], timeout_s=10)
 
     assert sum(1 for line in logs if line["event"] == "receive_failed") == 3
 
@@ -344,7 +343,9 @@ async def test_one_log_line_per_message_with_outcome_and_duration(
 
     await publisher.publish_many([nudge(1), nudge(2)])
     with capture_logs() as logs:
-        await run_until(make_consumer(broker, queues, handle), lambda: not broker.messages(queues.nudges.url))
+        await run_consumer_until(
+            make_consumer(broker, queues, handle), lambda: not broker.messages(queues.nudges.url), timeout_s=5.0
+        )
 
     lines = [line for line in logs if line["event"] == "message_processed"]
     assert sorted(line["outcome"] for line in lines) == ["dead_lettered", "handled"]

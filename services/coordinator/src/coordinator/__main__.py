@@ -1,7 +1,7 @@
 """``agent-grid-coordinator``: serve the coordinator (API + consumers) until SIGTERM; uvicorn owns the signals."""
 
-import uvicorn
 from agent_grid_runtime.public_logging import configure_logging
+from agent_grid_runtime.public_service import run_http_service
 
 from coordinator.app import create_app
 from coordinator.settings import Settings
@@ -10,14 +10,7 @@ from coordinator.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log.level, settings.log.format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http.host,
-        port=settings.http.port,
-        log_config=None,
-        # The consumers' drain runs in lifespan shutdown, after connections close; it has its own deadline.
-        timeout_graceful_shutdown=10,
-    )
+    run_http_service(create_app(settings), settings)
 
 
 if __name__ == "__main__":

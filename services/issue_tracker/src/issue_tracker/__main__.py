@@ -1,7 +1,7 @@
 """``agent-grid-issue-tracker``: serve the issue-tracker over HTTP until SIGTERM (uvicorn owns the signals)."""
 
-import uvicorn
 from agent_grid_runtime.public_logging import configure_logging
+from agent_grid_runtime.public_service import run_http_service
 
 from issue_tracker.app import create_app
 from issue_tracker.settings import Settings
@@ -10,13 +10,7 @@ from issue_tracker.settings import Settings
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log.level, settings.log.format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.http.host,
-        port=settings.http.port,
-        log_config=None,
-        timeout_graceful_shutdown=10,
-    )
+    run_http_service(create_app(settings), settings)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from typing import IO
+from dataclasses import dataclass, field
 
 from agent_grid_runtime.public_broker import EmbeddedBroker
 
-_STOP_GRACE_S = 30.0
+# Above the slowest clean stop of a service: uvicorn's 10 s connection grace plus a 20 s consumer drain.
+_STOP_GRACE_S = 45.0
 
 
 @dataclass(frozen=True)
@@ -41,24 +41,75 @@ def service_environment(service: LocalService, endpoint_url: str, base: dict[str
     }
 
 
+@dataclass
+class _OutputPump:
+    """Copies the services' output to ours, one prefixed line at a time.
+
+    It reads raw file descriptors, so that nothing waits in a buffer the selector cannot see.
+    """
+
+    selector: selectors.BaseSelector = field(default_factory=selectors.DefaultSelector)
+    partial: dict[int, bytes] = field(default_factory=dict)
+
+    def add(self, name: str, fd: int) -> None:
+        os.set_blocking(fd, False)
+        self.partial[fd] = b""
+        self.selector.register(fd, selectors.EVENT_READ, name)
+
+    def pump(self, timeout: float) -> None:
+        for key, _ in self.selector.select(timeout):
+            self._read(key.fd, key.data)
+
+    def drain(self) -> None:
+        """Read every stream to its end (after the services exited)."""
+        for key in list(self.selector.get_map().values()):
+            while key.fd in self.partial:
+                self._read(key.fd, key.data)
+
+    def _read(self, fd: int, name: str) -> None:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        if not chunk:
+            self._emit(name, self.partial.pop(fd))
+            self.selector.unregister(fd)
+            os.close(fd)
+            return
+        *lines, self.partial[fd] = (self.partial[fd] + chunk).split(b"\n")
+        for line in lines:
+            self._emit(name, line)
+
+    @staticmethod
+    def _emit(name: str, line: bytes) -> None:
+        if line:
+            print(f"{name:>14} | {line.decode(errors='replace').rstrip()}", flush=True)
+
+
 def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
     """Start the broker and the three services; stream their output; stop everything on SIGINT/SIGTERM."""
-    print(f"broker: starting LocalStack SQS on {broker.endpoint_url} (log: {broker.log_path})", flush=True)
-    broker.start()
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
+    # Before anything starts, so that Ctrl-C at any moment leads to the same orderly stop.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    selector = selectors.DefaultSelector()
+    output = _OutputPump()
+    started_broker = False
     exit_code = 0
     try:
+        print(f"broker: starting LocalStack SQS on {broker.endpoint_url} (log: {broker.log_path})", flush=True)
+        started_broker = broker.start()
+        if not started_broker:
+            print(f"broker: already running on {broker.endpoint_url}; using it and leaving it running", flush=True)
         for service in SERVICES:
-            process = subprocess.Popen(
+            if stopping:
+                break
+            process = subprocess.Popen(  # our own interpreter and modules
                 [sys.executable, "-m", service.module],
                 env=service_environment(service, broker.endpoint_url, dict(os.environ)),
                 stdout=subprocess.PIPE,
@@ -69,40 +120,36 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
                 start_new_session=True,
             )
             processes[service.name] = process
-            assert process.stdout is not None
-            selector.register(process.stdout, selectors.EVENT_READ, service.name)
+            assert process.stdout is not None  # PIPE was requested
+            output.add(service.name, process.stdout.fileno())
             print(f"{service.name}: started (pid {process.pid}) on http://127.0.0.1:{service.port}", flush=True)
-        print("grid: running; Ctrl-C stops it", flush=True)
+        if not stopping:
+            print("grid: running; Ctrl-C stops it", flush=True)
         while not stopping:
-            _pump(selector, timeout=0.5)
+            output.pump(timeout=0.5)
             for name, process in processes.items():
                 if process.poll() is not None:
                     print(f"{name}: exited with {process.returncode}; stopping the grid", flush=True)
                     exit_code = 1
                     stopping = True
     finally:
-        for process in processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + _STOP_GRACE_S
-        while any(p.poll() is None for p in processes.values()) and time.monotonic() < deadline:
-            _pump(selector, timeout=0.2)
-        for process in processes.values():
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-        _pump(selector, timeout=0)
-        if not keep_broker:
+        _stop_services(processes, output)
+        if started_broker and not keep_broker:
             broker.stop()
         print("grid: stopped", flush=True)
     return exit_code
 
 
-def _pump(selector: selectors.BaseSelector, *, timeout: float) -> None:
-    for key, _ in selector.select(timeout):
-        stream: IO[bytes] = key.fileobj  # type: ignore[assignment]
-        line = stream.readline()
-        if not line:
-            selector.unregister(stream)
-            continue
-        print(f"{key.data:>14} | {line.decode(errors='replace').rstrip()}", flush=True)
+def _stop_services(processes: dict[str, subprocess.Popen[bytes]], output: _OutputPump) -> None:
+    for process in processes.values():
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while any(p.poll() is None for p in processes.values()) and time.monotonic() < deadline:
+        output.pump(timeout=0.2)
+    for name, process in processes.items():
+        if process.poll() is None:
+            print(f"{name}: still running after {_STOP_GRACE_S:.0f}s; killing it", flush=True)
+            process.kill()
+            process.wait()
+    output.drain()

@@ -187,10 +187,11 @@ def broker_start(
     """Start the broker in the background and wait until it answers."""
     broker = _broker(_settings(), port)
     try:
-        broker.start()
+        started = broker.start()
     except BrokerError as error:
         raise _fail(str(error)) from None
-    typer.echo(f"broker ready at {broker.endpoint_url} (log: {broker.log_path})")
+    state = "started" if started else "already running"
+    typer.echo(f"broker {state} at {broker.endpoint_url} (log: {broker.log_path})")
 
 
 @broker_app.command("stop")

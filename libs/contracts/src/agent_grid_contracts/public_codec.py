@@ -7,7 +7,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agent_grid_contracts.public_envelope import BodyModel, Envelope
 from agent_grid_contracts.public_launches import LaunchAgent
@@ -55,6 +55,8 @@ def decode(raw: str | bytes, *, accept: Iterable[type[BodyModel]] | None = None)
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as error:
         raise ContractError(f"not JSON: {error}") from None
+    except RecursionError:
+        raise ContractError("not JSON this reader accepts: nested too deeply") from None
     if not isinstance(data, dict):
         raise ContractError(f"expected a JSON object, got {type(data).__name__}")
     kind = data.get("kind")
@@ -63,13 +65,23 @@ def decode(raw: str | bytes, *, accept: Iterable[type[BodyModel]] | None = None)
     body_type = accepted.get(kind)
     if body_type is None:
         raise ContractError(f"unknown or unaccepted kind {kind!r}; accepted: {sorted(accepted)}")
-    version = data.get("schema_version", 1)
-    if isinstance(version, int) and version > body_type.SCHEMA_VERSION:
-        raise ContractError(f"{kind} schema_version {version} is newer than the supported {body_type.SCHEMA_VERSION}")
     try:
+        # The version first, coerced as the envelope would coerce it ("2", 2.0): a newer major version must be
+        # refused for what it is, not for the validation errors its new shape would cause.
+        version = _Version.model_validate({"schema_version": data.get("schema_version", 1)}).schema_version
+        if version > body_type.SCHEMA_VERSION:
+            raise ContractError(
+                f"{kind} schema_version {version} is newer than the supported {body_type.SCHEMA_VERSION}"
+            )
         return Envelope[body_type].model_validate(data)  # type: ignore[valid-type]
     except ValidationError as error:
         raise ContractError(_summarize(error)) from None
+    except RecursionError:
+        raise ContractError("invalid message: nested too deeply") from None
+
+
+class _Version(BaseModel):
+    schema_version: int
 
 
 def _summarize(error: ValidationError) -> str:

@@ -46,7 +46,7 @@ class Envelope[BodyT: BodyModel](FrozenModel):
     def _defaults_from_message_id(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = {key: value for key, value in data.items() if value is not None}
-            message_id = str(data.get("message_id", ""))
+            message_id = _normalized_uuid(data.get("message_id"))
             if not data.get("correlation_id"):
                 data["correlation_id"] = message_id
             if not data.get("dedupe_key"):
@@ -59,6 +59,15 @@ class Envelope[BodyT: BodyModel](FrozenModel):
         if body_kind is not None and body_kind != self.kind:
             raise ValueError(f"envelope kind {self.kind!r} does not match body kind {body_kind!r}")
         return self
+
+
+def _normalized_uuid(value: object) -> str:
+    # Defaults derived from the id use its canonical form, so that "6F9619FF8B86D011..." and its hyphenated
+    # lowercase spelling give one dedupe key.
+    try:
+        return str(value if isinstance(value, UUID) else UUID(str(value)))
+    except ValueError:
+        return str(value or "")
 
 
 def wrap[BodyT: BodyModel](

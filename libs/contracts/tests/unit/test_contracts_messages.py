@@ -196,3 +196,37 @@ def test_schema_requires_only_what_a_hand_written_message_needs() -> None:
 
     assert schema["required"] == ["body", "kind", "message_id"]
     assert schema["properties"]["kind"] == {"const": "nudge", "type": "string"}
+
+
+def test_deeply_nested_json_is_refused_not_crashed_on() -> None:
+    with pytest.raises(ContractError, match="nested too deeply"):
+        decode("[" * 100_000)
+
+
+@pytest.mark.parametrize("version", ["2", 2.0, 3])
+def test_a_newer_major_version_is_refused_however_it_is_spelled(version: object) -> None:
+    raw = json.dumps(
+        {
+            "message_id": str(uuid4()),
+            "kind": "nudge",
+            "schema_version": version,
+            "body": {"issue": {"repo": "a/b", "number": 1}},
+        }
+    )
+
+    with pytest.raises(ContractError, match="newer than the supported 1"):
+        decode(raw)
+
+
+def test_defaults_derive_from_the_canonical_message_id() -> None:
+    message_id = uuid4()
+    spellings = [str(message_id), message_id.hex.upper(), "{" + str(message_id) + "}"]
+
+    keys = {
+        decode(
+            json.dumps({"message_id": spelling, "kind": "nudge", "body": {"issue": {"repo": "a/b", "number": 1}}})
+        ).dedupe_key
+        for spelling in spellings
+    }
+
+    assert keys == {str(message_id)}

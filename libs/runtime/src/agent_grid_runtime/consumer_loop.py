@@ -74,6 +74,7 @@ class Consumer:
         self._deleter = _DeleteBatcher(transport, queue_url, max_concurrent_flushes=self._receive_concurrency)
         self.receiving = asyncio.Event()
         """Set once the first receive call has been issued: the consumer is long-polling."""
+        self._started = False
         self.running = False
         """True between the start of ``run()`` and the end of its drain."""
 
@@ -87,7 +88,10 @@ class Consumer:
         self._stop_requested.set()
 
     async def run(self) -> None:
-        """Consume until ``stop()``; then drain and return."""
+        """Consume until ``stop()``; then drain and return. A consumer runs once; build a new one to restart."""
+        if self._started:
+            raise RuntimeError("a Consumer runs once: build a new one")
+        self._started = True
         if self._stop_requested.is_set():
             return
         concurrency = self._receive_concurrency
@@ -150,7 +154,9 @@ class Consumer:
                 raise
             backoff.reset()
             self._release_slots(reserved - len(messages))
-            # No await between receiving and spawning: a shutdown cannot strand received messages here.
+            # No await between receiving and spawning, so nothing received is stranded here. (A stop that cancels
+            # a long poll whose response is already on the wire strands those messages until their visibility
+            # timeout: delayed, not lost; waiting out every long poll instead would slow each stop by up to 20 s.)
             for message in messages:
                 task = group.create_task(self._process(message))
                 self._handler_tasks.add(task)
@@ -189,6 +195,8 @@ class Consumer:
                     message_id=message_id, kind=kind, correlation_id=envelope.correlation_id
                 ):
                     result = await self._dispatch(message, envelope)
+            except Exception as error:  # handler tasks share a TaskGroup: one escape would cancel all
+                result = _Result("failed", f"{type(error).__name__}: {error}", error)
             finally:
                 self._release_slots(1)
                 duration_s = time.perf_counter() - started
@@ -201,20 +209,31 @@ class Consumer:
         context = MessageContext(
             queue=self._label, transport_id=message.transport_id, receive_count=message.receive_count
         )
-        keep_invisible = asyncio.create_task(self._keep_invisible(message))
+        handler_done = asyncio.Event()
+        heartbeat = asyncio.create_task(self._keep_invisible(message, handler_done))
         try:
             await self._handlers.handler_for(envelope.kind)(envelope, context)
         except RetryLater as retry:
-            keep_invisible.cancel()
+            await self._stop_heartbeat(heartbeat, handler_done)
             return await self._apply(self._retry_later(message, retry.delay_s), "retry_later", retry.reason)
         except DropMessage as drop:
-            keep_invisible.cancel()
+            await self._stop_heartbeat(heartbeat, handler_done)
             return await self._dead_letter(message, drop.reason)
-        except Exception as error:
+        except Exception as error:  # the boundary: log once, leave the message for redelivery
+            await self._stop_heartbeat(heartbeat, handler_done)
             return _Result("failed", f"{type(error).__name__}: {error}", error)
-        finally:
-            keep_invisible.cancel()
+        except BaseException:
+            heartbeat.cancel()
+            raise
+        await self._stop_heartbeat(heartbeat, handler_done)
         return await self._apply(self._deleter.delete(message.receipt_handle), "handled")
+
+    @staticmethod
+    async def _stop_heartbeat(heartbeat: "asyncio.Task[None]", handler_done: asyncio.Event) -> None:
+        # Let an extension already on the wire finish before the outcome is applied: a ChangeMessageVisibility
+        # landing after RetryLater's would silently replace the requested delay.
+        handler_done.set()
+        await heartbeat
 
     async def _apply(self, action: Any, outcome: str, reason: str | None = None) -> _Result:
         try:
@@ -244,15 +263,27 @@ class Consumer:
 
         return await self._apply(send_then_delete(), "dead_lettered", reason)
 
-    async def _keep_invisible(self, message: ReceivedMessage) -> None:
+    async def _keep_invisible(self, message: ReceivedMessage, handler_done: asyncio.Event) -> None:
         # The visibility heartbeat: long handlers keep their message hidden instead of racing a redelivery.
+        # Extending every third of the timeout leaves room for a failed extension to be retried before the
+        # message reappears (a second copy of a running launch would start a second agent).
         timeout_s = self._settings.visibility_timeout_s
+        interval_s = max(0.2, timeout_s / 3)
+        retry_s = max(0.2, min(2.0, timeout_s / 10))
+        wait_s = interval_s
         while True:
-            await asyncio.sleep(max(0.2, timeout_s / 2))
+            try:
+                async with asyncio.timeout(wait_s):
+                    await handler_done.wait()
+                return
+            except TimeoutError:
+                pass
             try:
                 await self._transport.change_visibility(self._queue_url, message.receipt_handle, timeout_s)
+                wait_s = interval_s
             except TransportError as error:
-                _log.warning("visibility_extend_failed", error=str(error))
+                _log.warning("visibility_extend_failed", error=str(error), retry_in_s=retry_s)
+                wait_s = retry_s
 
     def _log_outcome(
         self, message: ReceivedMessage, kind: str, message_id: str | None, result: _Result, duration_s: float
@@ -298,6 +329,8 @@ class _DeleteBatcher:
         if self._closing:
             raise TransportError("consumer is closing; message left for redelivery")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # If the waiting handler is cancelled, nobody reads a failure; mark it retrieved (it is logged by outcome).
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
         self._pending.append((receipt_handle, future))
         self._wakeup.set()
         await asyncio.shield(future)
@@ -326,6 +359,10 @@ class _DeleteBatcher:
     async def _flush_then_release(self, batch: list[tuple[str, asyncio.Future[None]]]) -> None:
         try:
             await self._flush(batch)
+        except Exception as error:  # any fault must still answer the waiting handlers
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(TransportError(f"delete failed: {type(error).__name__}: {error}"))
         finally:
             self._flush_slots.release()
 

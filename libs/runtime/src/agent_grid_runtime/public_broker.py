@@ -104,14 +104,18 @@ class EmbeddedBroker:
         _run([uv, "pip", "sync", "--quiet", "--python", str(python), "--require-hashes", str(self.requirements)], env)
         stamp.write_text(digest)
 
-    def start(self) -> None:
+    def start(self) -> bool:
         """Install if needed, start the broker in the background and wait until it answers.
 
+        Returns:
+            True when this call started it; False when a broker was already answering on the port (then
+            the caller did not start it and should not stop it).
+
         Raises:
-            BrokerError: the port is taken by something else, or the broker did not become ready.
+            BrokerError: the broker did not become ready.
         """
         if self.is_healthy():
-            return
+            return False
         self.install()
         state = self.home / f"{self.name}-state"
         state.mkdir(parents=True, exist_ok=True)
@@ -145,9 +149,11 @@ class EmbeddedBroker:
         deadline = time.monotonic() + _READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if process.poll() is not None:
+                self.pid_path.unlink(missing_ok=True)
+                self._process = None
                 raise BrokerError(f"broker exited with {process.returncode} during start; see {self.log_path}")
             if self.is_healthy():
-                return
+                return True
             time.sleep(0.2)
         self.stop()
         raise BrokerError(f"broker not ready after {_READY_TIMEOUT_S:.0f}s; see {self.log_path}")
@@ -158,15 +164,17 @@ class EmbeddedBroker:
             pid = int(self.pid_path.read_text())
         except (FileNotFoundError, ValueError):
             return
-        try:
-            os.killpg(pid, signal.SIGTERM)
-            deadline = time.monotonic() + _STOP_GRACE_S
-            while time.monotonic() < deadline and _alive(pid):
-                time.sleep(0.1)
-            if _alive(pid):
+        # A stale pid file may name a pid the system has since reused: signal only our broker.
+        if _is_broker_process(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                deadline = time.monotonic() + _STOP_GRACE_S
+                while time.monotonic() < deadline and _alive(pid):
+                    time.sleep(0.1)
+                # Whatever is left of the group (the leader, or children it left behind) goes now.
                 os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+            except ProcessLookupError:
+                pass
         if self._process is not None:
             self._process.wait()
             self._process = None
@@ -180,6 +188,13 @@ class EmbeddedBroker:
         except (urllib.error.URLError, OSError):
             return False
         return b'"sqs": "available"' in body or b'"sqs": "running"' in body
+
+
+def _is_broker_process(pid: int) -> bool:
+    try:
+        return b"localstack.runtime.main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def _alive(pid: int) -> bool:

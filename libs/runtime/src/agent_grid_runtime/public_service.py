@@ -22,9 +22,24 @@ from agent_grid_runtime.public_settings import BaseServiceSettings, ConsumerSett
 from agent_grid_runtime.public_sqs import Consumer, Handlers, Publisher
 from agent_grid_runtime.public_transport import QueueTransport, TransportError, open_sqs_transport
 
-__all__ = ["ServiceRuntime", "open_service_runtime", "run_http_service", "running_consumers"]
+__all__ = [
+    "BrokerUnavailableError",
+    "ServiceRuntime",
+    "StartupAborted",
+    "open_service_runtime",
+    "run_http_service",
+    "running_consumers",
+]
 
 _log = structlog.get_logger(__name__)
+
+
+class BrokerUnavailableError(Exception):
+    """The broker did not answer within ``startup_timeout_s`` of a service's start."""
+
+
+class StartupAborted(Exception):  # named as an instruction to the caller, not a fault
+    """Stop was requested while the service was still waiting for the broker."""
 
 
 @dataclass
@@ -75,7 +90,11 @@ class ServiceRuntime:
 
 @asynccontextmanager
 async def open_service_runtime(
-    settings: BaseServiceSettings, *, service: str, transport: QueueTransport | None = None
+    settings: BaseServiceSettings,
+    *,
+    service: str,
+    transport: QueueTransport | None = None,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[ServiceRuntime]:
     """Open the transport and resolve the queues, retrying with capped backoff while the broker is down.
 
@@ -83,29 +102,50 @@ async def open_service_runtime(
         settings: the service's settings.
         service: its name, for logs and health.
         transport: use this transport instead of opening SQS (unit tests pass an InMemoryBroker).
+        stop: set by the caller's signal handling; waiting for the broker ends when it is set.
+
+    Raises:
+        BrokerUnavailableError: no broker within ``settings.startup_timeout_s``.
+        StartupAborted: ``stop`` was set while waiting.
     """
     registry = CollectorRegistry()
     if transport is not None:
-        yield ServiceRuntime(service, transport, await _resolve_with_retry(transport, settings), registry)
+        yield ServiceRuntime(service, transport, await _resolve_with_retry(transport, settings, stop), registry)
         return
     async with open_sqs_transport(settings.aws) as sqs:
-        yield ServiceRuntime(service, sqs, await _resolve_with_retry(sqs, settings), registry)
+        yield ServiceRuntime(service, sqs, await _resolve_with_retry(sqs, settings, stop), registry)
 
 
-async def _resolve_with_retry(transport: QueueTransport, settings: BaseServiceSettings) -> QueueUrls:
+async def _resolve_with_retry(
+    transport: QueueTransport, settings: BaseServiceSettings, stop: asyncio.Event | None
+) -> QueueUrls:
     backoff = Backoff(initial_s=0.5, max_s=15.0)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.startup_timeout_s
+    stop = stop or asyncio.Event()
     while True:
         try:
             return await resolve_queues(transport, settings.queues)
         except TransportError as error:
-            delay = backoff.next_delay()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise BrokerUnavailableError(
+                    f"no broker at {settings.aws.endpoint_url or 'AWS'} after {settings.startup_timeout_s:.0f}s: "
+                    f"{error}"
+                ) from error
+            delay = min(backoff.next_delay(), remaining)
             _log.warning(
                 "broker_unreachable",
                 endpoint=settings.aws.endpoint_url or "aws",
                 error=str(error),
                 retry_in_s=round(delay, 2),
             )
-            await asyncio.sleep(delay)
+            try:
+                async with asyncio.timeout(delay):
+                    await stop.wait()
+            except TimeoutError:
+                continue
+            raise StartupAborted("stop requested while waiting for the broker") from error
 
 
 @asynccontextmanager
@@ -116,15 +156,21 @@ async def running_consumers(consumers: Sequence[Consumer]) -> AsyncIterator[None
     A consumer that crashes is logged; the others keep running, and ``/healthz`` reports it.
     """
     tasks = [asyncio.create_task(consumer.run(), name="consumer") for consumer in consumers]
+    for task in tasks:
+        task.add_done_callback(_log_crash)
     try:
         yield
     finally:
         for consumer in consumers:
             consumer.stop()
-        results = await asyncio.gather(*tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
-                _log.error("consumer_crashed", exc_info=result)
+        # gather, not a TaskGroup: the consumers outlive this frame across the `yield`, and one crashing must not
+        # cancel the lifespan task that hosts them (health reports it instead).
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _log_crash(task: "asyncio.Task[None]") -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.error("consumer_crashed", exc_info=task.exception())
 
 
 def run_http_service(app: FastAPI, settings: BaseServiceSettings) -> None:

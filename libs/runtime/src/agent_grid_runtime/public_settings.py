@@ -90,6 +90,9 @@ class BaseServiceSettings(BaseSettings):
     queues: QueueSettings = QueueSettings()
     log: LogSettings = LogSettings()
     http: HttpSettings = HttpSettings()
+    # How long a starting service waits for the broker before it gives up and exits non-zero, for its
+    # supervisor (compose, ECS, run-local) to restart or report. A running service waits indefinitely.
+    startup_timeout_s: Annotated[float, Field(gt=0)] = 120.0
 
 
 def service_settings_config(env_prefix: str) -> SettingsConfigDict:

@@ -18,7 +18,6 @@ cancelled (shutdown)        leaves it; it comes back after the visibility timeou
 """
 
 import asyncio
-import itertools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +31,13 @@ from agent_grid_runtime.consumer_loop import Consumer
 from agent_grid_runtime.metrics import messaging_metrics
 from agent_grid_runtime.outcomes import DropMessage, MessageContext, RetryLater
 from agent_grid_runtime.public_backoff import Backoff
-from agent_grid_runtime.public_transport import MAX_BATCH, OutgoingMessage, QueueTransport, TransportError
+from agent_grid_runtime.public_transport import (
+    MAX_BATCH,
+    MAX_MESSAGE_BYTES,
+    OutgoingMessage,
+    QueueTransport,
+    TransportError,
+)
 
 __all__ = [
     "Consumer",
@@ -106,18 +111,31 @@ class Publisher:
         await self.publish_many([envelope], delay_s=delay_s)
 
     async def publish_many(self, envelopes: Sequence[Envelope[Any]], *, delay_s: int = 0) -> None:
-        """Publish envelopes in batches of up to 10 entries; only the failed entries of a batch are retried.
+        """Publish envelopes in batches of up to 10 entries and 256 KiB; only a batch's failed entries are retried.
 
         Raises:
-            PublishError: some still failing after ``max_attempts``.
+            PublishError: a message is over SQS's size limit (not retried), or some are still failing after
+                ``max_attempts``.
         """
-        for start in range(0, len(envelopes), MAX_BATCH):
-            await self._send_chunk(envelopes[start : start + MAX_BATCH], delay_s)
+        bodies = [encode(envelope) for envelope in envelopes]
+        for envelope, body in zip(envelopes, bodies, strict=True):
+            if len(body.encode()) > MAX_MESSAGE_BYTES:
+                raise PublishError(self.queue_url, [str(envelope.message_id)], f"over {MAX_MESSAGE_BYTES} bytes")
+        start = 0
+        while start < len(envelopes):
+            end, size = start, 0
+            while end < len(envelopes) and end - start < MAX_BATCH:
+                size += len(bodies[end].encode())
+                if size > MAX_MESSAGE_BYTES and end > start:
+                    break
+                end += 1
+            await self._send_chunk(envelopes[start:end], bodies[start:end], delay_s)
+            start = end
 
-    async def _send_chunk(self, envelopes: Sequence[Envelope[Any]], delay_s: int) -> None:
+    async def _send_chunk(self, envelopes: Sequence[Envelope[Any]], bodies: Sequence[str], delay_s: int) -> None:
         pending = {
-            str(index): OutgoingMessage(entry_id=str(index), body=encode(envelope), delay_s=delay_s)
-            for index, envelope in zip(itertools.count(), envelopes, strict=False)
+            str(index): OutgoingMessage(entry_id=str(index), body=body, delay_s=delay_s)
+            for index, body in enumerate(bodies)
         }
         kinds = {str(index): envelope.kind for index, envelope in enumerate(envelopes)}
         backoff = Backoff(initial_s=self.backoff_initial_s, max_s=self.backoff_max_s)

@@ -13,6 +13,7 @@ from agent_grid_runtime.public_settings import AwsSettings
 
 __all__ = [
     "MAX_BATCH",
+    "MAX_MESSAGE_BYTES",
     "OutgoingMessage",
     "QueueDepth",
     "QueueTransport",
@@ -23,6 +24,8 @@ __all__ = [
 
 # SQS's limit on entries per SendMessageBatch / DeleteMessageBatch and messages per ReceiveMessage.
 MAX_BATCH = 10
+# SQS's limit on one message and on the sum of a batch's messages (the conservative, long-standing value).
+MAX_MESSAGE_BYTES = 256 * 1024
 
 
 class TransportError(Exception):

@@ -351,3 +351,128 @@ async def test_one_log_line_per_message_with_outcome_and_duration(
     assert sorted(line["outcome"] for line in lines) == ["dead_lettered", "handled"]
     assert all("duration_ms" in line and line["queue"] == "nudges" for line in lines)
     assert {line["kind"] for line in lines} == {"nudge"}
+
+
+async def test_a_message_that_breaks_the_decoder_is_dead_lettered_and_the_others_are_unharmed(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    handled: list[int] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        await asyncio.sleep(0.05)
+        handled.append(envelope.body.issue.number)
+
+    await publisher.publish(nudge(1))
+    await broker.send_batch(queues.nudges.url, [OutgoingMessage(entry_id="0", body="[" * 100_000)])
+    await publisher.publish(nudge(2))
+    consumer = make_consumer(broker, queues, handle)
+    await run_consumer_until(
+        consumer, lambda: sorted(handled) == [1, 2] and bool(broker.messages(queues.nudges.dead_letter_url))
+    )
+
+    [dead] = broker.messages(queues.nudges.dead_letter_url)
+    assert "nested too deeply" in dead.attributes["dead_letter_reason"]
+
+
+async def test_a_failing_outcome_step_is_contained_to_its_message(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    handled: list[int] = []
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        handled.append(envelope.body.issue.number)
+        if envelope.body.issue.number == 1:
+            raise RetryLater(5)
+
+    original = broker.change_visibility
+
+    async def broken_change_visibility(queue_url: str, receipt_handle: str, timeout_s: int) -> None:
+        raise KeyError("a bug in the transport")
+
+    broker.change_visibility = broken_change_visibility  # type: ignore[method-assign]
+    await publisher.publish_many([nudge(1), nudge(2)])
+    consumer = make_consumer(broker, queues, handle)
+    with capture_logs() as logs:
+        await run_consumer_until(
+            consumer, lambda: sorted(handled) == [1, 2] and len(broker.messages(queues.nudges.url)) == 1
+        )
+    broker.change_visibility = original  # type: ignore[method-assign]
+
+    outcomes = sorted(line["outcome"] for line in logs if line["event"] == "message_processed")
+    assert outcomes == ["failed", "handled"]
+
+
+async def test_retry_later_is_not_overridden_by_an_extension_in_flight(
+    broker: InMemoryBroker, queues: QueueUrls
+) -> None:
+    # An extension that takes a while on the wire must land before RetryLater's delay, never after it.
+    original = broker.change_visibility
+    applied: list[int] = []
+
+    async def slow_change_visibility(queue_url: str, receipt_handle: str, timeout_s: int) -> None:
+        if timeout_s != 0:
+            await asyncio.sleep(0.3)
+        applied.append(timeout_s)
+        await original(queue_url, receipt_handle, timeout_s)
+
+    broker.change_visibility = slow_change_visibility  # type: ignore[method-assign]
+    attempts = 0
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts == 1:
+            await asyncio.sleep(0.45)  # the heartbeat (every 1/3 s) is mid-call now
+            raise RetryLater(0)
+
+    await Publisher(transport=broker, queue_url=queues.nudges.url).publish(nudge(1))
+    consumer = make_consumer(broker, queues, handle, visibility_timeout_s=1)
+    await run_consumer_until(consumer, lambda: attempts == 2, timeout_s=3)
+
+    assert applied[-1] == 0 or applied.index(0) > applied.index(1)
+
+
+async def test_a_consumer_runs_once(broker: InMemoryBroker, queues: QueueUrls) -> None:
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        pass
+
+    consumer = make_consumer(broker, queues, handle)
+    await run_consumer_until(consumer, lambda: True)
+
+    with pytest.raises(RuntimeError, match="runs once"):
+        await consumer.run()
+
+
+def large_launch(number: int, size: int) -> Envelope[LaunchAgent]:
+    return wrap(
+        LaunchAgent(
+            run_id=f"r{number}",
+            issue=IssueRef(repo="a/b", number=number),
+            mode=RunMode.WORK,
+            agent_kind="x",
+            prompt_inputs={"body": "x" * size},
+        ),
+        producer="test",
+    )
+
+
+async def test_batches_are_split_by_size_as_well_as_count(broker: InMemoryBroker, queues: QueueUrls) -> None:
+    publisher = Publisher(transport=broker, queue_url=queues.launches.url)
+    broker.calls.clear()
+
+    await publisher.publish_many([large_launch(n, 100_000) for n in range(1, 6)])
+
+    assert broker.calls.count("send_batch") == 3  # 2 + 2 + 1: two ~100 KB bodies fit under 256 KiB, three do not
+    assert len(broker.messages(queues.launches.url)) == 5
+
+
+async def test_an_oversized_message_is_refused_at_once(broker: InMemoryBroker, queues: QueueUrls) -> None:
+    from agent_grid_runtime.public_sqs import PublishError
+
+    publisher = Publisher(transport=broker, queue_url=queues.launches.url)
+    broker.calls.clear()
+
+    with pytest.raises(PublishError, match="over 262144 bytes"):
+        await publisher.publish(large_launch(1, 300_000))
+
+    assert broker.calls == []

@@ -5,8 +5,9 @@ import asyncio
 import structlog
 from agent_grid_contracts.public_envelope import Envelope
 from agent_grid_contracts.public_launches import LaunchAgent
+from agent_grid_runtime.public_http import serve_http
 from agent_grid_runtime.public_queues import QueueName
-from agent_grid_runtime.public_service import open_service_runtime
+from agent_grid_runtime.public_service import ServiceRuntime, StartupAborted, open_service_runtime
 from agent_grid_runtime.public_sqs import Handlers, MessageContext
 from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import FastAPI
@@ -31,24 +32,27 @@ async def handle_launch(envelope: Envelope[LaunchAgent], context: MessageContext
 
 async def run_worker(settings: Settings, stop: asyncio.Event, *, transport: QueueTransport | None = None) -> None:
     """Consume launches and serve ops HTTP until ``stop`` is set, then drain."""
-    from agent_grid_runtime.public_http import serve_http
+    try:
+        async with open_service_runtime(settings, service=SERVICE, transport=transport, stop=stop) as runtime:
+            await _serve(runtime, settings, stop)
+    except StartupAborted:
+        _log.info("startup_aborted")
 
-    async with open_service_runtime(settings, service=SERVICE, transport=transport) as runtime:
-        consumer = runtime.consumer(
-            QueueName.LAUNCHES, Handlers().on(LaunchAgent, handle_launch), settings.launch_consumer
-        )
 
-        async def consumer_running() -> bool:
-            return consumer.running
+async def _serve(runtime: ServiceRuntime, settings: Settings, stop: asyncio.Event) -> None:
+    consumer = runtime.consumer(QueueName.LAUNCHES, Handlers().on(LaunchAgent, handle_launch), settings.launch_consumer)
 
-        app = FastAPI(title="agent-grid execution-grid")
-        app.include_router(runtime.ops_router({"consumer": consumer_running}))
+    async def consumer_running() -> bool:
+        return consumer.running
 
-        async def stop_consumer_on_signal() -> None:
-            await stop.wait()
-            consumer.stop()
+    app = FastAPI(title="agent-grid execution-grid")
+    app.include_router(runtime.ops_router({"consumer": consumer_running}))
 
-        async with asyncio.TaskGroup() as group:
-            group.create_task(consumer.run())
-            group.create_task(stop_consumer_on_signal())
-            group.create_task(serve_http(app, host=settings.http.host, port=settings.http.port, stop=stop))
+    async def stop_consumer_on_signal() -> None:
+        await stop.wait()
+        consumer.stop()
+
+    async with asyncio.TaskGroup() as group:
+        group.create_task(consumer.run())
+        group.create_task(stop_consumer_on_signal())
+        group.create_task(serve_http(app, host=settings.http.host, port=settings.http.port, stop=stop))

@@ -21,9 +21,18 @@ $(UV):
 	$(UV) sync --all-packages --frozen
 	@touch $@
 
+GITHUB_FIXTURES := services/issue_tracker/tests/fixtures/github
+
+$(GITHUB_FIXTURES)/node_modules/.installed: $(GITHUB_FIXTURES)/package.json $(GITHUB_FIXTURES)/package-lock.json
+	npm ci --prefix $(GITHUB_FIXTURES) --no-audit --no-fund --loglevel=error
+	@touch $@
+
 .PHONY: install  # install uv, the workspace and the embedded broker's own environment
 install: .venv/.synced
 	$(RUN) agent-grid broker install
+
+.PHONY: test-fixtures  # GitHub's published OpenAPI and webhook examples (npm), which the tests check against
+test-fixtures: $(GITHUB_FIXTURES)/node_modules/.installed
 
 .PHONY: format  # format and autofix
 format: .venv/.synced
@@ -40,7 +49,7 @@ typecheck: .venv/.synced
 	$(RUN) mypy libs/*/src services/*/src libs/*/tests services/*/tests tests libs/runtime/benchmarks conftest.py
 
 .PHONY: pytest  # unit and integration tests (the tests start and stop the embedded broker themselves)
-pytest: install
+pytest: install test-fixtures
 	$(RUN) pytest
 
 .PHONY: test  # everything CI runs: lint, typecheck, schemas up to date, tests against the real broker

@@ -33,6 +33,8 @@ def service_environment(service: LocalService, endpoint_url: str, base: dict[str
     prefix = service.env_prefix
     return {
         **base,
+        # A local grid has no GitHub to share a secret with; this one lets `curl` and the tests sign deliveries.
+        "ISSUE_TRACKER_WEBHOOK__SECRET": base.get("ISSUE_TRACKER_WEBHOOK__SECRET", "local-dev-webhook-secret"),
         f"{prefix}AWS__ENDPOINT_URL": endpoint_url,
         f"{prefix}AWS__REGION": base.get(f"{prefix}AWS__REGION", "us-east-1"),
         f"{prefix}HTTP__PORT": base.get(f"{prefix}HTTP__PORT", str(service.port)),

@@ -18,7 +18,8 @@ cancelled (shutdown)        leaves it; it comes back after the visibility timeou
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ from agent_grid_runtime.public_transport import (
 )
 
 __all__ = [
+    "CoalescingPublisher",
     "Consumer",
     "DropMessage",
     "Handlers",
@@ -169,3 +171,86 @@ class Publisher:
                 await asyncio.sleep(delay)
         unsent = [str(envelopes[int(entry_id)].message_id) for entry_id in pending]
         raise PublishError(self.queue_url, unsent, last_problem)
+
+
+class CoalescingPublisher:
+    """Publishes each caller's envelope in a batch shared with concurrent callers.
+
+    A single SendMessage costs about as much broker time as a batch of ten, so under concurrency (webhook
+    requests) calls that arrive within ``linger_s`` of each other share one SendMessageBatch; every caller is
+    still answered only once its own entry was accepted, or with :class:`PublishError`. Run it for the
+    lifetime of its users: ``async with coalescing.running(): ...``.
+    """
+
+    def __init__(self, publisher: Publisher, *, linger_s: float = 0.002, max_concurrent_batches: int = 4) -> None:
+        self._publisher = publisher
+        self._linger_s = linger_s
+        self._pending: list[tuple[Envelope[Any], asyncio.Future[None]]] = []
+        self._arrived = asyncio.Event()
+        self._batch_slots = asyncio.Semaphore(max_concurrent_batches)
+        self._batches: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def publish(self, envelope: Envelope[Any]) -> None:
+        """Publish one envelope; returns once the broker accepted it.
+
+        Raises:
+            PublishError: the broker did not accept it after the publisher's retries.
+        """
+        if self._closing:
+            raise PublishError(self._publisher.queue_url, [str(envelope.message_id)], "publisher is closing")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # A caller that gave up (a cancelled request) reads no failure; mark it retrieved.
+        future.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._pending.append((envelope, future))
+        self._arrived.set()
+        await future
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator["CoalescingPublisher"]:
+        """Run the batching loop; on exit, send what is pending and wait for batches in flight."""
+        loop_task = asyncio.create_task(self._run())
+        try:
+            yield self
+        finally:
+            self._closing = True
+            self._arrived.set()
+            await loop_task
+
+    async def _run(self) -> None:
+        while True:
+            await self._arrived.wait()
+            if not self._pending and self._closing:
+                break
+            if len(self._pending) < MAX_BATCH and not self._closing:
+                await asyncio.sleep(self._linger_s)
+            self._arrived.clear()
+            while self._pending:
+                await self._batch_slots.acquire()
+                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
+                task = asyncio.create_task(self._send(batch))
+                self._batches.add(task)
+                task.add_done_callback(self._batches.discard)
+            if self._closing:
+                break
+        if self._batches:
+            await asyncio.wait(set(self._batches))
+
+    async def _send(self, batch: list[tuple[Envelope[Any], "asyncio.Future[None]"]]) -> None:
+        try:
+            await self._publisher.publish_many([envelope for envelope, _ in batch])
+            unsent: set[str] = set()
+            problem: BaseException | None = None
+        except PublishError as error:
+            unsent, problem = set(error.unsent), error
+        except Exception as error:  # any fault must still answer every waiting caller
+            unsent, problem = {str(envelope.message_id) for envelope, _ in batch}, error
+        finally:
+            self._batch_slots.release()
+        for envelope, future in batch:
+            if future.done():
+                continue
+            if str(envelope.message_id) in unsent:
+                future.set_exception(PublishError(self._publisher.queue_url, [str(envelope.message_id)], str(problem)))
+            else:
+                future.set_result(None)

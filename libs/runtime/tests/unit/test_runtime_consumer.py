@@ -476,3 +476,33 @@ async def test_an_oversized_message_is_refused_at_once(broker: InMemoryBroker, q
         await publisher.publish(large_launch(1, 300_000))
 
     assert broker.calls == []
+
+
+async def test_coalescing_publisher_batches_concurrent_calls_and_answers_each(
+    broker: InMemoryBroker, queues: QueueUrls
+) -> None:
+    from agent_grid_runtime.public_sqs import CoalescingPublisher
+
+    coalescing = CoalescingPublisher(Publisher(transport=broker, queue_url=queues.nudges.url), linger_s=0.005)
+    broker.calls.clear()
+    async with coalescing.running():
+        await asyncio.gather(*(coalescing.publish(nudge(n)) for n in range(1, 26)))
+
+    assert broker.calls.count("send_batch") == 3
+    assert len(broker.messages(queues.nudges.url)) == 25
+
+
+async def test_coalescing_publisher_fails_each_caller_whose_message_was_not_accepted(
+    broker: InMemoryBroker, queues: QueueUrls
+) -> None:
+    from agent_grid_runtime.public_sqs import CoalescingPublisher, PublishError
+
+    publisher = Publisher(transport=broker, queue_url=queues.nudges.url, max_attempts=2, backoff_initial_s=0.001)
+    coalescing = CoalescingPublisher(publisher, linger_s=0.005)
+    broker.fail_next(2)
+    async with coalescing.running():
+        results = await asyncio.gather(*(coalescing.publish(nudge(n)) for n in range(1, 4)), return_exceptions=True)
+        await coalescing.publish(nudge(9))
+
+    assert all(isinstance(result, PublishError) for result in results)
+    assert len(broker.messages(queues.nudges.url)) == 1

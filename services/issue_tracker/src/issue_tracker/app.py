@@ -2,33 +2,49 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
+import structlog
 from agent_grid_runtime.public_queues import QueueName
-from agent_grid_runtime.public_service import ServiceRuntime, open_service_runtime
-from agent_grid_runtime.public_sqs import Publisher
+from agent_grid_runtime.public_service import open_service_runtime
+from agent_grid_runtime.public_sqs import CoalescingPublisher
 from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import FastAPI
 
+from issue_tracker.deliveries.public_api import DeliveryStore, open_delivery_store
 from issue_tracker.settings import Settings
+from issue_tracker.webhooks.public_api import TranslationConfig, WebhookIntake, build_webhook_router
 
 SERVICE = "issue-tracker"
+_log = structlog.get_logger(__name__)
 
 
-@dataclass
-class AppState:
-    runtime: ServiceRuntime
-    nudges: Publisher
-
-
-def create_app(settings: Settings, *, transport: QueueTransport | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, transport: QueueTransport | None = None, deliveries: DeliveryStore | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service_runtime(settings, service=SERVICE, transport=transport) as runtime:
-            app.state.services = AppState(
-                runtime=runtime, nudges=runtime.publisher(QueueName.NUDGES, max_attempts=settings.publish_attempts)
-            )
-            app.include_router(runtime.ops_router())
-            yield
+        webhook = settings.webhook
+        if webhook.secret is None:
+            _log.warning("webhook_secret_missing", consequence="every webhook delivery is refused with 401")
+        store = deliveries or await open_delivery_store(webhook.deliveries_url)
+        try:
+            async with open_service_runtime(settings, service=SERVICE, transport=transport) as runtime:
+                nudges = CoalescingPublisher(
+                    runtime.publisher(QueueName.NUDGES, max_attempts=webhook.publish_attempts),
+                    linger_s=webhook.linger_ms / 1000,
+                )
+                intake = WebhookIntake(
+                    secret=webhook.secret.get_secret_value().encode() if webhook.secret else None,
+                    deliveries=store,
+                    enqueue=nudges.publish,
+                    config=TranslationConfig(bot_logins=webhook.bot_logins, mention=webhook.mention),
+                    max_body_bytes=webhook.max_body_bytes,
+                )
+                app.include_router(runtime.ops_router())
+                app.include_router(build_webhook_router(intake))
+                async with nudges.running():
+                    yield
+        finally:
+            await store.close()
 
     return FastAPI(title="agent-grid issue-tracker", lifespan=lifespan)

@@ -46,7 +46,7 @@ lint: .venv/.synced
 
 .PHONY: typecheck  # mypy --strict on sources, tests and benchmarks
 typecheck: .venv/.synced
-	$(RUN) mypy libs/*/src services/*/src libs/*/tests services/*/tests tests libs/runtime/benchmarks conftest.py
+	$(RUN) mypy libs/*/src services/*/src libs/*/tests services/*/tests tests */*/benchmarks conftest.py
 
 .PHONY: pytest  # unit and integration tests (the tests start and stop the embedded broker themselves)
 pytest: install test-fixtures
@@ -69,6 +69,11 @@ run: install
 .PHONY: bench-bus  # raw broker vs runtime consumer throughput, and publish→handler latency
 bench-bus: install
 	$(RUN) python libs/runtime/benchmarks/bench_bus.py
+
+.PHONY: bench-webhooks  # signed webhook deliveries/s and latency through the real endpoint (wrk on loopback)
+bench-webhooks: install
+	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; apt-get update -qq && apt-get install -y -qq wrk)
+	$(RUN) python services/issue_tracker/benchmarks/bench_webhooks.py
 
 .PHONY: broker-start  # start the embedded broker in the background on 127.0.0.1:4566
 broker-start: install

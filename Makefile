@@ -21,7 +21,7 @@ $(UV):
 	$(UV) sync --all-packages --frozen
 	@touch $@
 
-GITHUB_FIXTURES := services/issue_tracker/tests/fixtures/github
+GITHUB_FIXTURES := tests/github_fixtures
 
 $(GITHUB_FIXTURES)/node_modules/.installed: $(GITHUB_FIXTURES)/package.json $(GITHUB_FIXTURES)/package-lock.json
 	npm ci --prefix $(GITHUB_FIXTURES) --no-audit --no-fund --loglevel=error

@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).parents[1]
-LIBS = {"agent_grid_contracts", "agent_grid_runtime", "agent_grid_cli"}
+LIBS = {
+    "agent_grid_contracts",
+    "agent_grid_runtime",
+    "agent_grid_cli",
+    "agent_grid_tracker",
+    "agent_grid_github_test_server",
+}
 SERVICES = {"issue_tracker", "coordinator", "execution_grid"}
 PACKAGES = LIBS | SERVICES
 ROOT = ""  # the package's root-level files

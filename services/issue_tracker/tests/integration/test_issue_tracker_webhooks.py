@@ -26,7 +26,7 @@ from referencing import Registry, Resource
 pytestmark = pytest.mark.connected
 
 SECRET = b"it's a secret to everybody"
-FIXTURES = Path(__file__).parents[1] / "fixtures" / "github" / "node_modules" / "@octokit"
+FIXTURES = Path(__file__).parents[4] / "tests" / "github_fixtures" / "node_modules" / "@octokit"
 EXAMPLES = FIXTURES / "webhooks-examples"
 WEBHOOK_SCHEMAS = FIXTURES / "openapi-webhooks" / "generated" / "api.github.com.json"
 

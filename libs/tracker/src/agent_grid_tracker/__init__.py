@@ -1,0 +1,1 @@
+"""agent-grid tracker abstraction."""

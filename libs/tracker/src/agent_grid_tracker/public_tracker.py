@@ -143,17 +143,23 @@ class NewIssue(_Model):
 
 
 class PollCursor(_Model):
-    """Where a repository's poll stopped: the newest ``updated_at`` seen and the validator of the last page."""
+    """Where a repository's poll stopped.
+
+    ``since`` is the newest ``updated_at`` seen; ``seen_at_since`` the issues already reported at exactly that
+    instant (the tracker's ``since`` is inclusive); ``etag`` validates the answer to a poll from ``since``, so
+    an unchanged repository costs a free 304.
+    """
 
     repo: str
     since: datetime | None = None
+    seen_at_since: tuple[int, ...] = ()
     etag: str | None = None
 
 
 class PollResult(_Model):
     """Issues updated since the cursor, oldest first, and the cursor to pass next time."""
 
-    issues: tuple[Issue, ...]
+    issues: tuple[Issue, ...] = Field(description="Only issues not reported by an earlier poll; no pull requests.")
     parents: dict[int, IssueRef] = Field(
         default_factory=dict, description="Issue number → its parent, for the issues that have one."
     )

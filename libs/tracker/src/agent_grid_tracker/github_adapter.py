@@ -1,0 +1,276 @@
+"""The GitHub adapter: the :class:`Tracker` protocol over githubkit (REST 2022-11-28, GraphQL for trees)."""
+
+from collections.abc import Awaitable
+from contextlib import suppress
+from typing import Any, Literal
+
+import httpx
+from agent_grid_contracts.public_issues import IssueRef
+from githubkit import GitHub
+from githubkit.exception import GitHubException
+from githubkit.response import Response
+from githubkit.utils import UNSET
+
+from agent_grid_tracker.body_blocks import replace_block, with_marker
+from agent_grid_tracker.github_convert import (
+    comment_from_rest,
+    issue_from_rest,
+    ref_of_issue_url,
+    summary_from_graphql,
+    view_from_graphql,
+)
+from agent_grid_tracker.github_queries import ISSUE_VIEW, MORE_SUB_ISSUES
+from agent_grid_tracker.github_retry import tracker_error
+from agent_grid_tracker.poll_window import advance, fresh_issues
+from agent_grid_tracker.public_tracker import (
+    CloseReason,
+    Comment,
+    Issue,
+    IssueNotFound,
+    IssueView,
+    NewIssue,
+    PollCursor,
+    PollResult,
+    sticky_marker,
+)
+
+API_VERSION: Literal["2022-11-28"] = "2022-11-28"
+_PAGE_SIZE = 100
+_MAX_POLL_PAGES = 10
+
+
+class GitHubTracker:
+    """One GitHub account's view of its repositories. Build it with ``open_github_tracker``."""
+
+    def __init__(self, github: GitHub[Any]) -> None:
+        self._github = github
+        self._rest = github.rest(API_VERSION)
+        # Sticky comment ids found before: updating one then costs one request instead of a listing.
+        self._sticky_ids: dict[tuple[str, str], int] = {}
+
+    async def get_issue(self, ref: IssueRef) -> Issue:
+        owner, name = _split(ref.repo)
+        response = await self._call(f"get {ref}", self._rest.issues.async_get(owner, name, ref.number))
+        return issue_from_rest(_json(response))
+
+    async def view(self, ref: IssueRef, *, comments: int = 20) -> IssueView:
+        owner, name = _split(ref.repo)
+        variables = {"owner": owner, "name": name, "number": ref.number, "comments": max(1, min(comments, 100))}
+        data = await self._call(f"view {ref}", self._github.async_graphql(ISSUE_VIEW, variables))
+        node = (data.get("repository") or {}).get("issue")
+        if node is None:
+            raise IssueNotFound(f"view {ref}: no such issue")
+        view = view_from_graphql(node)
+        page = node["subIssues"]["pageInfo"]
+        children = list(view.children)
+        while page["hasNextPage"]:
+            more = await self._call(
+                f"sub-issues of {ref}",
+                self._github.async_graphql(MORE_SUB_ISSUES, {**variables, "after": page["endCursor"]}),
+            )
+            sub_issues = more["repository"]["issue"]["subIssues"]
+            children.extend(summary_from_graphql(child) for child in sub_issues["nodes"])
+            page = sub_issues["pageInfo"]
+        if not comments:
+            return view.model_copy(update={"children": tuple(children), "comments": ()})
+        return view.model_copy(update={"children": tuple(children)})
+
+    async def create_issue(self, repo: str, new: NewIssue) -> Issue:
+        owner, name = _split(repo)
+        response = await self._call(
+            f"create an issue in {repo}",
+            self._rest.issues.async_create(
+                owner, name, title=new.title, body=new.body, labels=list(new.labels), assignees=list(new.assignees)
+            ),
+        )
+        return issue_from_rest(_json(response))
+
+    async def create_sub_issue(self, parent: IssueRef, new: NewIssue) -> Issue:
+        child = await self.create_issue(parent.repo, new)
+        await self._add_sub_issue_by_id(parent, child.id, what=f"attach new {child.ref} under {parent}")
+        return child
+
+    async def add_sub_issue(self, parent: IssueRef, child: IssueRef) -> None:
+        child_issue = await self.get_issue(child)
+        await self._add_sub_issue_by_id(parent, child_issue.id, what=f"attach {child} under {parent}")
+
+    async def add_blocked_by(self, issue: IssueRef, blocker: IssueRef) -> None:
+        owner, name = _split(issue.repo)
+        blocker_id = (await self.get_issue(blocker)).id
+        await self._call(
+            f"mark {issue} blocked by {blocker}",
+            self._rest.issues.async_add_blocked_by_dependency(owner, name, issue.number, issue_id=blocker_id),
+        )
+
+    async def remove_blocked_by(self, issue: IssueRef, blocker: IssueRef) -> None:
+        owner, name = _split(issue.repo)
+        blocker_id = (await self.get_issue(blocker)).id
+        with suppress(IssueNotFound):  # not blocked by it: the wanted state already holds
+            await self._call(
+                f"unblock {issue} from {blocker}",
+                self._rest.issues.async_remove_dependency_blocked_by(owner, name, issue.number, blocker_id),
+            )
+
+    async def comment(self, ref: IssueRef, body: str) -> Comment:
+        owner, name = _split(ref.repo)
+        response = await self._call(
+            f"comment on {ref}", self._rest.issues.async_create_comment(owner, name, ref.number, body=body)
+        )
+        return comment_from_rest(_json(response))
+
+    async def upsert_sticky_comment(self, ref: IssueRef, key: str, body: str) -> Comment:
+        text = with_marker(key, body)
+        cached = self._sticky_ids.get((ref.key, key))
+        if cached is not None:
+            try:
+                return await self._update_comment(ref, cached, text)
+            except IssueNotFound:
+                del self._sticky_ids[(ref.key, key)]  # somebody deleted it: find or make another
+        existing = await self._find_marked_comment(ref, sticky_marker(key))
+        if existing is None:
+            created = await self.comment(ref, text)
+            self._sticky_ids[(ref.key, key)] = created.id
+            return created
+        self._sticky_ids[(ref.key, key)] = existing.id
+        if existing.body == text:
+            return existing  # unchanged: spend no write
+        return await self._update_comment(ref, existing.id, text)
+
+    async def replace_body_block(self, ref: IssueRef, key: str, content: str) -> None:
+        owner, name = _split(ref.repo)
+        issue = await self.get_issue(ref)
+        body = replace_block(issue.body, key, content)
+        if body != issue.body:
+            await self._call(
+                f"update the {key} block of {ref}", self._rest.issues.async_update(owner, name, ref.number, body=body)
+            )
+
+    async def add_labels(self, ref: IssueRef, labels: tuple[str, ...]) -> None:
+        if not labels:
+            return
+        owner, name = _split(ref.repo)
+        await self._call(
+            f"label {ref}", self._rest.issues.async_add_labels(owner, name, ref.number, labels=list(labels))
+        )
+
+    async def remove_labels(self, ref: IssueRef, labels: tuple[str, ...]) -> None:
+        owner, name = _split(ref.repo)
+        for label in labels:
+            with suppress(IssueNotFound):  # GitHub answers 404 for a label the issue does not carry
+                await self._call(f"unlabel {ref}", self._rest.issues.async_remove_label(owner, name, ref.number, label))
+
+    async def add_assignees(self, ref: IssueRef, logins: tuple[str, ...]) -> None:
+        if not logins:
+            return
+        owner, name = _split(ref.repo)
+        await self._call(
+            f"assign {ref}", self._rest.issues.async_add_assignees(owner, name, ref.number, assignees=list(logins))
+        )
+
+    async def remove_assignees(self, ref: IssueRef, logins: tuple[str, ...]) -> None:
+        if not logins:
+            return
+        owner, name = _split(ref.repo)
+        await self._call(
+            f"unassign {ref}",
+            self._rest.issues.async_remove_assignees(owner, name, ref.number, assignees=list(logins)),
+        )
+
+    async def close(self, ref: IssueRef, reason: CloseReason = CloseReason.COMPLETED) -> None:
+        owner, name = _split(ref.repo)
+        await self._call(
+            f"close {ref}",
+            self._rest.issues.async_update(owner, name, ref.number, state="closed", state_reason=reason.value),
+        )
+
+    async def reopen(self, ref: IssueRef) -> None:
+        owner, name = _split(ref.repo)
+        await self._call(f"reopen {ref}", self._rest.issues.async_update(owner, name, ref.number, state="open"))
+
+    async def poll_updated(self, cursor: PollCursor) -> PollResult:
+        owner, name = _split(cursor.repo)
+        what = f"poll {cursor.repo}"
+        response = await self._call(
+            what,
+            self._rest.issues.async_list_for_repo(
+                owner,
+                name,
+                state="all",
+                sort="updated",
+                direction="asc",
+                per_page=_PAGE_SIZE,
+                since=cursor.since if cursor.since else UNSET,
+                headers={"If-None-Match": cursor.etag} if cursor.etag else None,
+            ),
+        )
+        if response.status_code == httpx.codes.NOT_MODIFIED:
+            return PollResult(issues=(), cursor=cursor, not_modified=True)
+        items: list[dict[str, Any]] = list(_json(response))
+        etag = response.headers.get("etag")
+        next_url = response.raw_response.links.get("next", {}).get("url")
+        for _ in range(_MAX_POLL_PAGES - 1):
+            if not next_url:
+                break
+            page = await self._call(what, self._github.arequest("GET", next_url, headers=self._version_header()))
+            items.extend(_json(page))
+            next_url = page.raw_response.links.get("next", {}).get("url")
+        # A validator names one exact answer; with further pages it no longer describes what we saw.
+        etag = etag if not next_url else None
+        issues = [issue_from_rest(item) for item in items if "pull_request" not in item]
+        parents = {
+            item["number"]: ref_of_issue_url(item["parent_issue_url"])
+            for item in items
+            if item.get("parent_issue_url") and "pull_request" not in item
+        }
+        fresh = fresh_issues(cursor, issues)
+        return PollResult(
+            issues=tuple(fresh),
+            parents={number: ref for number, ref in parents.items() if any(i.ref.number == number for i in fresh)},
+            cursor=advance(cursor, issues, etag),
+        )
+
+    async def _add_sub_issue_by_id(self, parent: IssueRef, child_id: int, *, what: str) -> None:
+        owner, name = _split(parent.repo)
+        await self._call(what, self._rest.issues.async_add_sub_issue(owner, name, parent.number, sub_issue_id=child_id))
+
+    async def _update_comment(self, ref: IssueRef, comment_id: int, body: str) -> Comment:
+        owner, name = _split(ref.repo)
+        response = await self._call(
+            f"update comment {comment_id} on {ref}",
+            self._rest.issues.async_update_comment(owner, name, comment_id, body=body),
+        )
+        return comment_from_rest(_json(response))
+
+    async def _find_marked_comment(self, ref: IssueRef, marker: str) -> Comment | None:
+        owner, name = _split(ref.repo)
+        page = 1
+        while True:
+            response = await self._call(
+                f"list comments of {ref}",
+                self._rest.issues.async_list_comments(owner, name, ref.number, per_page=_PAGE_SIZE, page=page),
+            )
+            comments = _json(response)
+            for data in comments:
+                if (data.get("body") or "").startswith(marker):
+                    return comment_from_rest(data)
+            if len(comments) < _PAGE_SIZE:
+                return None
+            page += 1
+
+    def _version_header(self) -> dict[str, str]:
+        return {"X-GitHub-Api-Version": API_VERSION}
+
+    async def _call[T](self, what: str, operation: Awaitable[T]) -> T:
+        try:
+            return await operation
+        except GitHubException as exc:
+            raise tracker_error(exc, what) from exc
+
+
+def _split(repo: str) -> tuple[str, str]:
+    owner, _, name = repo.partition("/")
+    return owner, name
+
+
+def _json(response: Response[Any, Any]) -> Any:
+    return response.raw_response.json()

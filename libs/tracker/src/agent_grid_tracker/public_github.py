@@ -1,0 +1,119 @@
+"""The GitHub adapter of the tracker abstraction: settings and the one way to open it.
+
+Authenticates as a GitHub App installation (production) or with a token (a person's or a bot's).
+Pins REST API version 2022-11-28, caps rate-limit waits, retries outages with capped backoff and paces
+content-creating writes (≥ 1 s apart, ≤ 80 a minute) as GitHub asks.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import httpx
+import structlog
+from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
+from pydantic import BaseModel, Field, SecretStr, model_validator
+
+from agent_grid_tracker.github_adapter import API_VERSION, GitHubTracker
+from agent_grid_tracker.github_retry import RetryPolicy
+from agent_grid_tracker.write_pacer import PacingThrottler, WriteSchedule
+
+__all__ = ["API_VERSION", "GitHubAppSettings", "GitHubSettings", "GitHubTracker", "open_github_tracker"]
+
+_log = structlog.get_logger(__name__)
+
+
+class GitHubAppSettings(BaseModel):
+    """A GitHub App installation: the App's id and private key (PEM) and the installation to act for."""
+
+    app_id: int
+    private_key: SecretStr
+    installation_id: int
+
+
+class GitHubSettings(BaseModel):
+    """How to reach GitHub (or a GitHub-compatible server) and how gently to treat it."""
+
+    api_url: str = "https://api.github.com/"
+    token: SecretStr | None = None
+    app: GitHubAppSettings | None = None
+    timeout_s: Annotated[float, Field(gt=0)] = 15.0
+    # Longer waits for a rate-limit reset surface as RateLimited instead of a silent hour-long sleep.
+    max_rate_limit_wait_s: Annotated[float, Field(ge=0)] = 60.0
+    max_retries: Annotated[int, Field(ge=0)] = 4
+    retry_backoff_cap_s: Annotated[float, Field(gt=0)] = 8.0
+    # GitHub's guidance for content-creating requests; tests against a local server may lower them.
+    write_interval_s: Annotated[float, Field(ge=0)] = 1.0
+    writes_per_minute: Annotated[int, Field(ge=1)] = 80
+    max_concurrent_reads: Annotated[int, Field(ge=1)] = 8
+    user_agent: str = "agent-grid"
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> "GitHubSettings":
+        if (self.token is None) == (self.app is None):
+            raise ValueError("configure exactly one of `token` and `app`")
+        return self
+
+
+class _SharedTransport(httpx.AsyncBaseTransport):
+    """One connection pool for every client githubkit creates; only the tracker's exit closes it.
+
+    githubkit keeps its client in a context variable, which request handlers running in other tasks do
+    not see, so it builds a client per call and closes it afterwards; sharing the transport keeps the
+    connections alive across those clients.
+    """
+
+    def __init__(self) -> None:
+        self._transport = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await self._transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        """Ignore the per-call client's close."""
+
+    async def close_for_real(self) -> None:
+        await self._transport.aclose()
+
+
+@asynccontextmanager
+async def open_github_tracker(settings: GitHubSettings) -> AsyncIterator[GitHubTracker]:
+    """A :class:`GitHubTracker` for the configured account, its connections released on exit."""
+    auth: Any
+    if settings.app is not None:
+        auth = AppInstallationAuthStrategy(
+            app_id=settings.app.app_id,
+            private_key=settings.app.private_key.get_secret_value(),
+            installation_id=settings.app.installation_id,
+        )
+    else:
+        assert settings.token is not None  # guaranteed by the settings validator
+        auth = TokenAuthStrategy(settings.token.get_secret_value())
+    transport = _SharedTransport()
+
+    def on_write_wait(delay_s: float) -> None:
+        _log.debug("github_write_paced", wait_s=round(delay_s, 3))
+
+    github: GitHub[Any] = GitHub(
+        auth,
+        base_url=settings.api_url,
+        user_agent=settings.user_agent,
+        timeout=settings.timeout_s,
+        async_transport=transport,
+        # Conditional requests are ours to make (polling); a transparent cache would hide the 304s.
+        http_cache=False,
+        throttler=PacingThrottler(
+            WriteSchedule(min_interval_s=settings.write_interval_s, max_per_minute=settings.writes_per_minute),
+            max_concurrent_reads=settings.max_concurrent_reads,
+            on_wait=on_write_wait,
+        ),
+        auto_retry=RetryPolicy(
+            max_rate_limit_wait_s=settings.max_rate_limit_wait_s,
+            max_retries=settings.max_retries,
+            backoff_cap_s=settings.retry_backoff_cap_s,
+        ),
+    )
+    try:
+        yield GitHubTracker(github)
+    finally:
+        await transport.close_for_real()

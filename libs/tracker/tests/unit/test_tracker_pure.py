@@ -1,5 +1,6 @@
 """The adapter's pure rules: write pacing, marked blocks, the poll window, retry decisions, error mapping."""
 
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -55,7 +56,7 @@ def test_following_the_schedule_never_breaks_either_rule(gaps: list[float]) -> N
         now += schedule.delay(now)
         schedule.record(now)
         starts.append(now)
-    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in zip(starts, starts[1:], strict=False))
+    assert all(later - earlier >= 1.0 - 1e-9 for earlier, later in itertools.pairwise(starts))
     assert all(sum(1 for s in starts if first <= s < first + 60) <= 80 for first in starts)
 
 
@@ -188,7 +189,13 @@ def test_a_write_is_resent_only_when_it_never_left() -> None:
 
 @pytest.mark.parametrize(
     ("status", "expected"),
-    [(404, IssueNotFound), (410, IssueNotFound), (422, TrackerRefused), (401, TrackerRefused), (503, TrackerUnavailable)],
+    [
+        (404, IssueNotFound),
+        (410, IssueNotFound),
+        (422, TrackerRefused),
+        (401, TrackerRefused),
+        (503, TrackerUnavailable),
+    ],
 )
 def test_statuses_map_to_what_the_caller_should_do(status: int, expected: type[Exception]) -> None:
     error = tracker_error(RequestFailed(github_response(status)), "get o/r#1")

@@ -1,16 +1,20 @@
 """Composition root of the issue-tracker: builds the FastAPI app and its lifespan."""
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime
 from agent_grid_runtime.public_sqs import CoalescingPublisher
 from agent_grid_runtime.public_transport import QueueTransport
+from agent_grid_tracker.public_github import open_github_tracker
+from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
 
 from issue_tracker.deliveries.public_api import DeliveryStore, open_delivery_store
+from issue_tracker.polling.public_api import IssuePoller
 from issue_tracker.settings import Settings
 from issue_tracker.webhooks.public_api import TranslationConfig, WebhookIntake, build_webhook_router
 
@@ -19,7 +23,11 @@ _log = structlog.get_logger(__name__)
 
 
 def create_app(
-    settings: Settings, *, transport: QueueTransport | None = None, deliveries: DeliveryStore | None = None
+    settings: Settings,
+    *,
+    transport: QueueTransport | None = None,
+    deliveries: DeliveryStore | None = None,
+    tracker: Tracker | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,9 +50,40 @@ def create_app(
                 )
                 app.include_router(runtime.ops_router())
                 app.include_router(build_webhook_router(intake))
-                async with nudges.running():
+                async with nudges.running(), AsyncExitStack() as polling:
+                    if settings.polling.repos:
+                        poller = IssuePoller(
+                            tracker=tracker
+                            if tracker is not None
+                            else await polling.enter_async_context(_open_tracker(settings)),
+                            store=store,
+                            enqueue=runtime.publisher(QueueName.NUDGES).publish,
+                            settings=settings.polling,
+                            bot_logins=webhook.bot_logins,
+                        )
+                        await polling.enter_async_context(_running(poller))
                     yield
         finally:
             await store.close()
 
     return FastAPI(title="agent-grid issue-tracker", lifespan=lifespan)
+
+
+@asynccontextmanager
+async def _open_tracker(settings: Settings) -> AsyncIterator[Tracker]:
+    if settings.github is None:
+        raise RuntimeError("polling needs the tracker's credentials: set ISSUE_TRACKER_GITHUB__TOKEN (or __APP__…)")
+    async with open_github_tracker(settings.github) as tracker:
+        yield tracker
+
+
+@asynccontextmanager
+async def _running(poller: IssuePoller) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(poller.run(stop), name="issue-poller")
+    _log.info("polling_started", repos=list(poller.settings.repos), interval_s=poller.settings.interval_s)
+    try:
+        yield
+    finally:
+        stop.set()
+        await task

@@ -1,7 +1,10 @@
 from typing import Annotated
 
 from agent_grid_runtime.public_settings import BaseServiceSettings, HttpSettings, service_settings_config
+from agent_grid_tracker.public_github import GitHubSettings
 from pydantic import BaseModel, Field, SecretStr
+
+from issue_tracker.polling.public_api import PollingSettings
 
 
 class WebhookSettings(BaseModel):
@@ -27,3 +30,6 @@ class Settings(BaseServiceSettings):
 
     http: HttpSettings = HttpSettings(port=8001)
     webhook: WebhookSettings = WebhookSettings()
+    # The tracker's credentials (ISSUE_TRACKER_GITHUB__TOKEN or __APP__…); needed by polling mode.
+    github: GitHubSettings | None = None
+    polling: PollingSettings = PollingSettings()

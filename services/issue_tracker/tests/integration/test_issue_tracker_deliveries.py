@@ -59,6 +59,21 @@ async def test_what_was_delivered_survives_a_restart(store_url: str) -> None:
         await after.close()
 
 
+async def test_poll_cursors_are_shared_replaced_and_survive_a_restart(store_url: str) -> None:
+    name = f"poll:octo/{uuid.uuid4().hex[:8]}"
+    first = await open_delivery_store(store_url)
+    assert await first.load_cursor(name) is None
+    await first.save_cursor(name, '{"since": 1}')
+    await first.save_cursor(name, '{"since": 2}')
+    await first.close()
+
+    second = await open_delivery_store(store_url)
+    try:
+        assert await second.load_cursor(name) == '{"since": 2}'
+    finally:
+        await second.close()
+
+
 async def test_an_unreachable_store_is_a_clear_error() -> None:
     with pytest.raises(DeliveryStoreError, match="cannot open"):
         await open_delivery_store("postgresql://nobody@127.0.0.1:9/none")

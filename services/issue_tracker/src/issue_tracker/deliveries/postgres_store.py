@@ -13,6 +13,11 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
     delivery_id TEXT PRIMARY KEY,
     event TEXT NOT NULL,
     received_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS poll_cursors (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    saved_at TIMESTAMPTZ NOT NULL DEFAULT now()
 )
 """
 
@@ -56,6 +61,24 @@ class PostgresDeliveryStore:
                     "DELETE FROM webhook_deliveries WHERE received_at < to_timestamp($1)",
                     time.time() - self._retention_s,
                 )
+        except (OSError, asyncpg.PostgresError) as error:
+            raise DeliveryStoreError(f"delivery store: {error}") from error
+
+    async def load_cursor(self, name: str) -> str | None:
+        try:
+            value = await self._pool.fetchval("SELECT value FROM poll_cursors WHERE name = $1", name)
+        except (OSError, asyncpg.PostgresError) as error:
+            raise DeliveryStoreError(f"delivery store: {error}") from error
+        return None if value is None else str(value)
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        try:
+            await self._pool.execute(
+                "INSERT INTO poll_cursors (name, value) VALUES ($1, $2)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value, saved_at = now()",
+                name,
+                value,
+            )
         except (OSError, asyncpg.PostgresError) as error:
             raise DeliveryStoreError(f"delivery store: {error}") from error
 

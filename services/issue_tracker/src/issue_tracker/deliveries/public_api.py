@@ -1,4 +1,4 @@
-"""Webhook delivery dedupe: which ``X-GitHub-Delivery`` ids were already turned into nudges.
+"""Webhook delivery dedupe (which ``X-GitHub-Delivery`` ids became nudges) and the pollers' cursors.
 
 It must outlive the process and be shared by every replica, so it is a database, never process memory:
 SQLite by default (one host: restarts and several processes), PostgreSQL for replicas on several hosts.
@@ -24,6 +24,14 @@ class DeliveryStore(Protocol):
 
     async def record(self, delivery_id: str, event: str) -> None:
         """Remember a handled delivery (idempotent)."""
+        ...
+
+    async def load_cursor(self, name: str) -> str | None:
+        """The polling cursor saved under ``name``, or None before the first save."""
+        ...
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        """Save (replace) the polling cursor ``name``."""
         ...
 
     async def close(self) -> None:

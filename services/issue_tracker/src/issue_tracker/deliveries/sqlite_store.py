@@ -34,6 +34,10 @@ class SqliteDeliveryStore:
                 "CREATE TABLE IF NOT EXISTS webhook_deliveries ("
                 " delivery_id TEXT PRIMARY KEY, event TEXT NOT NULL, received_at REAL NOT NULL)"
             )
+            connection.execute(
+                "CREATE TABLE IF NOT EXISTS poll_cursors ("
+                " name TEXT PRIMARY KEY, value TEXT NOT NULL, saved_at REAL NOT NULL)"
+            )
             return connection
 
         try:
@@ -66,6 +70,22 @@ class SqliteDeliveryStore:
             await self._run(
                 lambda: self._connection.execute("DELETE FROM webhook_deliveries WHERE received_at < ?", (cutoff,))
             )
+
+    async def load_cursor(self, name: str) -> str | None:
+        row = await self._run(
+            lambda: self._connection.execute("SELECT value FROM poll_cursors WHERE name = ?", (name,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    async def save_cursor(self, name: str, value: str) -> None:
+        now = time.time()
+        await self._run(
+            lambda: self._connection.execute(
+                "INSERT INTO poll_cursors (name, value, saved_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value, saved_at = excluded.saved_at",
+                (name, value, now),
+            )
+        )
 
     async def close(self) -> None:
         await self._run(self._connection.close)

@@ -31,6 +31,7 @@ from agent_grid_tracker.public_tracker import (
     NewIssue,
     PollCursor,
     PollResult,
+    TrackerRefused,
     sticky_marker,
 )
 
@@ -42,8 +43,9 @@ _MAX_POLL_PAGES = 10
 class GitHubTracker:
     """One GitHub account's view of its repositories. Build it with ``open_github_tracker``."""
 
-    def __init__(self, github: GitHub[Any]) -> None:
+    def __init__(self, github: GitHub[Any], *, page_size: int = _PAGE_SIZE) -> None:
         self._github = github
+        self._page_size = page_size
         self._rest = github.rest(API_VERSION)
         # Sticky comment ids found before: updating one then costs one request instead of a listing.
         self._sticky_ids: dict[tuple[str, str], int] = {}
@@ -75,15 +77,48 @@ class GitHubTracker:
             return view.model_copy(update={"children": tuple(children), "comments": ()})
         return view.model_copy(update={"children": tuple(children)})
 
+    async def list_open_issues(self, repo: str, *, labels: tuple[str, ...] = ()) -> tuple[Issue, ...]:
+        owner, name = _split(repo)
+        what = f"list open issues of {repo}"
+        # Only non-default parameters go on the wire: GitHub's defaults are open issues, newest first.
+        first = await self._call(
+            what,
+            self._rest.issues.async_list_for_repo(
+                owner, name, labels=",".join(labels) if labels else UNSET, per_page=self._page_size
+            ),
+        )
+        items, _ = await self._all_pages(what, first, max_pages=None)
+        issues = [issue_from_rest(item) for item in items if "pull_request" not in item]
+        return tuple(sorted(issues, key=lambda issue: issue.ref.number))
+
     async def create_issue(self, repo: str, new: NewIssue) -> Issue:
         owner, name = _split(repo)
+        # Unset fields stay off the wire (GitHub's defaults apply; recorded conversations replay exactly).
         response = await self._call(
             f"create an issue in {repo}",
             self._rest.issues.async_create(
-                owner, name, title=new.title, body=new.body, labels=list(new.labels), assignees=list(new.assignees)
+                owner,
+                name,
+                title=new.title,
+                body=new.body or UNSET,
+                labels=list(new.labels) or UNSET,
+                assignees=list(new.assignees) or UNSET,
             ),
         )
         return issue_from_rest(_json(response))
+
+    async def ensure_label(self, repo: str, name: str, *, color: str, description: str = "") -> None:
+        owner, repo_name = _split(repo)
+        try:
+            await self._call(
+                f"create label {name!r} in {repo}",
+                self._rest.issues.async_create_label(
+                    owner, repo_name, name=name, color=color, description=description or UNSET
+                ),
+            )
+        except TrackerRefused as error:
+            if error.status != httpx.codes.UNPROCESSABLE_ENTITY or "already_exists" not in str(error):
+                raise
 
     async def create_sub_issue(self, parent: IssueRef, new: NewIssue) -> Issue:
         child = await self.create_issue(parent.repo, new)
@@ -198,24 +233,16 @@ class GitHubTracker:
                 state="all",
                 sort="updated",
                 direction="asc",
-                per_page=_PAGE_SIZE,
+                per_page=self._page_size,
                 since=cursor.since if cursor.since else UNSET,
                 headers={"If-None-Match": cursor.etag} if cursor.etag else None,
             ),
         )
         if response.status_code == httpx.codes.NOT_MODIFIED:
             return PollResult(issues=(), cursor=cursor, not_modified=True)
-        items: list[dict[str, Any]] = list(_json(response))
-        etag = response.headers.get("etag")
-        next_url = response.raw_response.links.get("next", {}).get("url")
-        for _ in range(_MAX_POLL_PAGES - 1):
-            if not next_url:
-                break
-            page = await self._call(what, self._github.arequest("GET", next_url, headers=self._version_header()))
-            items.extend(_json(page))
-            next_url = page.raw_response.links.get("next", {}).get("url")
+        items, complete = await self._all_pages(what, response, max_pages=_MAX_POLL_PAGES)
         # A validator names one exact answer; with further pages it no longer describes what we saw.
-        etag = etag if not next_url else None
+        etag = response.headers.get("etag") if complete and "next" not in response.raw_response.links else None
         issues = [issue_from_rest(item) for item in items if "pull_request" not in item]
         parents = {
             item["number"]: ref_of_issue_url(item["parent_issue_url"])
@@ -228,6 +255,23 @@ class GitHubTracker:
             parents={number: ref for number, ref in parents.items() if any(i.ref.number == number for i in fresh)},
             cursor=advance(cursor, issues, etag),
         )
+
+    async def _all_pages(
+        self, what: str, first: Response[Any, Any], *, max_pages: int | None
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The items of ``first`` and of the pages its ``Link: rel="next"`` chain leads to, and whether it ended.
+
+        GitHub builds the next URLs (they may even change path); they are followed as given.
+        """
+        items: list[dict[str, Any]] = list(_json(first))
+        next_url = first.raw_response.links.get("next", {}).get("url")
+        pages = 1
+        while next_url and (max_pages is None or pages < max_pages):
+            page = await self._call(what, self._github.arequest("GET", next_url, headers=self._version_header()))
+            items.extend(_json(page))
+            next_url = page.raw_response.links.get("next", {}).get("url")
+            pages += 1
+        return items, not next_url
 
     async def _add_sub_issue_by_id(self, parent: IssueRef, child_id: int, *, what: str) -> None:
         owner, name = _split(parent.repo)
@@ -247,13 +291,13 @@ class GitHubTracker:
         while True:
             response = await self._call(
                 f"list comments of {ref}",
-                self._rest.issues.async_list_comments(owner, name, ref.number, per_page=_PAGE_SIZE, page=page),
+                self._rest.issues.async_list_comments(owner, name, ref.number, per_page=self._page_size, page=page),
             )
             comments = _json(response)
             for data in comments:
                 if (data.get("body") or "").startswith(marker):
                     return comment_from_rest(data)
-            if len(comments) < _PAGE_SIZE:
+            if len(comments) < self._page_size:
                 return None
             page += 1
 

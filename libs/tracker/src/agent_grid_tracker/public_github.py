@@ -5,7 +5,7 @@ Pins REST API version 2022-11-28, caps rate-limit waits, retries outages with ca
 content-creating writes (≥ 1 s apart, ≤ 80 a minute) as GitHub asks.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
@@ -46,6 +46,7 @@ class GitHubSettings(BaseModel):
     write_interval_s: Annotated[float, Field(ge=0)] = 1.0
     writes_per_minute: Annotated[int, Field(ge=1)] = 80
     max_concurrent_reads: Annotated[int, Field(ge=1)] = 8
+    page_size: Annotated[int, Field(ge=1, le=100)] = 100
     user_agent: str = "agent-grid"
 
     @model_validator(mode="after")
@@ -77,8 +78,14 @@ class _SharedTransport(httpx.AsyncBaseTransport):
 
 
 @asynccontextmanager
-async def open_github_tracker(settings: GitHubSettings) -> AsyncIterator[GitHubTracker]:
-    """A :class:`GitHubTracker` for the configured account, its connections released on exit."""
+async def open_github_tracker(
+    settings: GitHubSettings, *, request_hooks: Sequence[Callable[[httpx.Request], Awaitable[None]]] = ()
+) -> AsyncIterator[GitHubTracker]:
+    """A :class:`GitHubTracker` for the configured account, its connections released on exit.
+
+    ``request_hooks`` see (and may adjust) each request before it is sent: instrumentation, or adapting
+    headers to a recorded conversation in tests.
+    """
     auth: Any
     if settings.app is not None:
         auth = AppInstallationAuthStrategy(
@@ -100,6 +107,7 @@ async def open_github_tracker(settings: GitHubSettings) -> AsyncIterator[GitHubT
         user_agent=settings.user_agent,
         timeout=settings.timeout_s,
         async_transport=transport,
+        async_event_hooks={"request": list(request_hooks)} if request_hooks else None,
         # Conditional requests are ours to make (polling); a transparent cache would hide the 304s.
         http_cache=False,
         throttler=PacingThrottler(
@@ -114,6 +122,6 @@ async def open_github_tracker(settings: GitHubSettings) -> AsyncIterator[GitHubT
         ),
     )
     try:
-        yield GitHubTracker(github)
+        yield GitHubTracker(github, page_size=settings.page_size)
     finally:
         await transport.close_for_real()

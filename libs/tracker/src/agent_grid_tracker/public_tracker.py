@@ -183,8 +183,16 @@ class Tracker(Protocol):
         """The issue with its parent, ordered children, dependencies and last ``comments`` comments."""
         ...
 
+    async def list_open_issues(self, repo: str, *, labels: tuple[str, ...] = ()) -> tuple[Issue, ...]:
+        """Every open issue of ``repo`` carrying all ``labels`` (no pull requests), oldest first."""
+        ...
+
     async def create_issue(self, repo: str, new: NewIssue) -> Issue:
         """Open an issue in ``repo`` (``owner/name``)."""
+        ...
+
+    async def ensure_label(self, repo: str, name: str, *, color: str, description: str = "") -> None:
+        """Create the repository label unless it exists (``color``: six hex digits, no ``#``)."""
         ...
 
     async def create_sub_issue(self, parent: IssueRef, new: NewIssue) -> Issue:

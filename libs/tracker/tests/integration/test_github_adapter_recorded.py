@@ -13,6 +13,7 @@ import pytest
 from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
 from agent_grid_tracker.public_tracker import IssueState, NewIssue, TrackerRefused
+from pydantic import SecretStr
 
 from .fixtures_server import (
     FIXTURE_ACCEPT,
@@ -39,7 +40,11 @@ async def as_recorded(request: httpx.Request) -> None:
 def open_tracker() -> OpenTracker:
     def opener(loaded: LoadedScenario, *, page_size: int = 100) -> AbstractAsyncContextManager[GitHubTracker]:
         settings = GitHubSettings(
-            api_url=loaded.base_url, token=FIXTURE_TOKEN, write_interval_s=0, max_retries=0, page_size=page_size
+            api_url=loaded.base_url,
+            token=SecretStr(FIXTURE_TOKEN),
+            write_interval_s=0,
+            max_retries=0,
+            page_size=page_size,
         )
         return open_github_tracker(settings, request_hooks=[as_recorded])
 

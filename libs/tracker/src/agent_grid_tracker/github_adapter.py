@@ -47,8 +47,9 @@ class GitHubTracker:
         self._github = github
         self._page_size = page_size
         self._rest = github.rest(API_VERSION)
-        # Sticky comment ids found before: updating one then costs one request instead of a listing.
-        self._sticky_ids: dict[tuple[str, str], int] = {}
+        # Sticky comments found or written before: an update then costs one request instead of a listing,
+        # and an unchanged one none.
+        self._stickies: dict[tuple[str, str], Comment] = {}
 
     async def get_issue(self, ref: IssueRef) -> Issue:
         owner, name = _split(ref.repo)
@@ -155,21 +156,24 @@ class GitHubTracker:
 
     async def upsert_sticky_comment(self, ref: IssueRef, key: str, body: str) -> Comment:
         text = with_marker(key, body)
-        cached = self._sticky_ids.get((ref.key, key))
+        cached = self._stickies.get((ref.key, key))
         if cached is not None:
+            if cached.body == text:
+                return cached  # unchanged: spend no write
             try:
-                return await self._update_comment(ref, cached, text)
+                return self._remember(ref, key, await self._update_comment(ref, cached.id, text))
             except IssueNotFound:
-                del self._sticky_ids[(ref.key, key)]  # somebody deleted it: find or make another
-        existing = await self._find_marked_comment(ref, sticky_marker(key))
-        if existing is None:
-            created = await self.comment(ref, text)
-            self._sticky_ids[(ref.key, key)] = created.id
-            return created
-        self._sticky_ids[(ref.key, key)] = existing.id
-        if existing.body == text:
-            return existing  # unchanged: spend no write
-        return await self._update_comment(ref, existing.id, text)
+                del self._stickies[(ref.key, key)]  # somebody deleted it: find another or start afresh
+        found = await self._find_marked_comment(ref, sticky_marker(key))
+        if found is None:
+            return self._remember(ref, key, await self.comment(ref, text))
+        if found.body == text:
+            return self._remember(ref, key, found)
+        return self._remember(ref, key, await self._update_comment(ref, found.id, text))
+
+    def _remember(self, ref: IssueRef, key: str, sticky: Comment) -> Comment:
+        self._stickies[(ref.key, key)] = sticky
+        return sticky
 
     async def replace_body_block(self, ref: IssueRef, key: str, content: str) -> None:
         owner, name = _split(ref.repo)

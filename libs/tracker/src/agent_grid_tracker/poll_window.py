@@ -1,5 +1,6 @@
 """Which polled issues are new, and where the next poll starts: pure, so every edge is a unit test."""
 
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -10,8 +11,8 @@ def fresh_issues(cursor: PollCursor, polled: Sequence[Issue]) -> list[Issue]:
     """The polled issues that no earlier poll reported, oldest first.
 
     The tracker's ``since`` is inclusive, so issues updated exactly at ``cursor.since`` come back on every
-    poll; those already reported at that instant are dropped, those that arrived later in that same
-    instant are kept.
+    poll; those already reported in that exact state are dropped. Timestamps have one-second precision, so
+    an issue changed twice within that second is told apart by its content.
     """
     since = cursor.since
     fresh = [
@@ -19,7 +20,7 @@ def fresh_issues(cursor: PollCursor, polled: Sequence[Issue]) -> list[Issue]:
         for issue in polled
         if since is None
         or issue.updated_at > since
-        or (issue.updated_at == since and issue.ref.number not in cursor.seen_at_since)
+        or (issue.updated_at == since and seen_mark(issue) not in cursor.seen_at_since)
     ]
     return sorted(fresh, key=lambda issue: (issue.updated_at, issue.ref.number))
 
@@ -33,8 +34,14 @@ def advance(cursor: PollCursor, polled: Sequence[Issue], etag: str | None) -> Po
     newest: datetime | None = max((issue.updated_at for issue in polled), default=None)
     if newest is None or (cursor.since is not None and newest < cursor.since):
         return cursor.model_copy(update={"etag": etag})
-    at_newest = {issue.ref.number for issue in polled if issue.updated_at == newest}
+    at_newest = {seen_mark(issue) for issue in polled if issue.updated_at == newest}
     if newest == cursor.since:
         seen = tuple(sorted(at_newest | set(cursor.seen_at_since)))
         return cursor.model_copy(update={"seen_at_since": seen, "etag": etag})
     return PollCursor(repo=cursor.repo, since=newest, seen_at_since=tuple(sorted(at_newest)), etag=None)
+
+
+def seen_mark(issue: Issue) -> str:
+    """Names an issue in one state: its number and a digest of what the tracker told about it."""
+    digest = hashlib.blake2s(issue.model_dump_json().encode(), digest_size=8).hexdigest()
+    return f"{issue.ref.number}:{digest}"

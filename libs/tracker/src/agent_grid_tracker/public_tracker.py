@@ -145,14 +145,14 @@ class NewIssue(_Model):
 class PollCursor(_Model):
     """Where a repository's poll stopped.
 
-    ``since`` is the newest ``updated_at`` seen; ``seen_at_since`` the issues already reported at exactly that
-    instant (the tracker's ``since`` is inclusive); ``etag`` validates the answer to a poll from ``since``, so
-    an unchanged repository costs a free 304.
+    ``since`` is the newest ``updated_at`` seen. ``seen_at_since`` marks the issues already reported at
+    exactly that instant, each in the state it was reported in (the tracker's ``since`` is inclusive).
+    ``etag`` validates the answer to a poll from ``since``, so an unchanged repository costs a free 304.
     """
 
     repo: str
     since: datetime | None = None
-    seen_at_since: tuple[int, ...] = ()
+    seen_at_since: tuple[str, ...] = ()
     etag: str | None = None
 
 

@@ -8,7 +8,7 @@ import pytest
 from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_tracker.body_blocks import block_markers, replace_block
 from agent_grid_tracker.github_retry import RetryPolicy, tracker_error
-from agent_grid_tracker.poll_window import advance, fresh_issues
+from agent_grid_tracker.poll_window import advance, fresh_issues, seen_mark
 from agent_grid_tracker.public_tracker import (
     Issue,
     IssueNotFound,
@@ -128,22 +128,29 @@ def test_first_poll_reports_everything_and_remembers_the_newest_instant() -> Non
     assert [i.ref.number for i in fresh_issues(cursor, polled)] == [1, 2]
     after = advance(cursor, polled, etag='"e1"')
     assert after.since == T0 + timedelta(seconds=5)
-    assert after.seen_at_since == (2,)
+    assert after.seen_at_since == (seen_mark(polled[0]),)
     assert after.etag is None  # the next request starts elsewhere: this validator does not apply
 
 
 def test_the_inclusive_boundary_is_not_reported_twice_but_a_newcomer_in_the_same_second_is() -> None:
-    cursor = PollCursor(repo="octo/repo", since=T0, seen_at_since=(1,))
+    cursor = PollCursor(repo="octo/repo", since=T0, seen_at_since=(seen_mark(issue(1, T0)),))
     polled = [issue(1, T0), issue(3, T0)]
     assert [i.ref.number for i in fresh_issues(cursor, polled)] == [3]
     after = advance(cursor, polled, etag='"e2"')
     assert after.since == T0
-    assert after.seen_at_since == (1, 3)
+    assert set(after.seen_at_since) == {seen_mark(issue(1, T0)), seen_mark(issue(3, T0))}
     assert after.etag == '"e2"'  # same request next time: a 304 if nothing changes
 
 
+def test_a_second_change_within_the_same_second_is_reported() -> None:
+    before = issue(1, T0)
+    cursor = PollCursor(repo="octo/repo", since=T0, seen_at_since=(seen_mark(before),))
+    closed = before.model_copy(update={"state": IssueState.CLOSED})
+    assert fresh_issues(cursor, [closed]) == [closed]
+
+
 def test_a_poll_with_nothing_new_keeps_the_cursor_and_learns_the_validator() -> None:
-    cursor = PollCursor(repo="octo/repo", since=T0, seen_at_since=(1,))
+    cursor = PollCursor(repo="octo/repo", since=T0, seen_at_since=(seen_mark(issue(1, T0)),))
     after = advance(cursor, [issue(1, T0)], etag='"e3"')
     assert after == cursor.model_copy(update={"etag": '"e3"'})
 

@@ -16,12 +16,11 @@ from agent_grid_tracker.github_convert import (
     comment_from_rest,
     issue_from_rest,
     ref_of_issue_url,
-    summary_from_graphql,
     view_from_graphql,
 )
-from agent_grid_tracker.github_queries import ISSUE_VIEW, MORE_SUB_ISSUES
 from agent_grid_tracker.github_retry import tracker_error
 from agent_grid_tracker.poll_window import advance, fresh_issues
+from agent_grid_tracker.public_github_queries import ISSUE_VIEW
 from agent_grid_tracker.public_tracker import (
     CloseReason,
     Comment,
@@ -64,19 +63,7 @@ class GitHubTracker:
         if node is None:
             raise IssueNotFound(f"view {ref}: no such issue")
         view = view_from_graphql(node)
-        page = node["subIssues"]["pageInfo"]
-        children = list(view.children)
-        while page["hasNextPage"]:
-            more = await self._call(
-                f"sub-issues of {ref}",
-                self._github.async_graphql(MORE_SUB_ISSUES, {**variables, "after": page["endCursor"]}),
-            )
-            sub_issues = more["repository"]["issue"]["subIssues"]
-            children.extend(summary_from_graphql(child) for child in sub_issues["nodes"])
-            page = sub_issues["pageInfo"]
-        if not comments:
-            return view.model_copy(update={"children": tuple(children), "comments": ()})
-        return view.model_copy(update={"children": tuple(children)})
+        return view if comments else view.model_copy(update={"comments": ()})
 
     async def list_open_issues(self, repo: str, *, labels: tuple[str, ...] = ()) -> tuple[Issue, ...]:
         owner, name = _split(repo)

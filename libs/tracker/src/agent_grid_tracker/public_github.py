@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import httpx
 import structlog
 from githubkit import AppInstallationAuthStrategy, GitHub, TokenAuthStrategy
+from githubkit.cache import MemCacheStrategy
 from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from agent_grid_tracker.github_adapter import API_VERSION, GitHubTracker
@@ -110,6 +111,9 @@ async def open_github_tracker(
         async_event_hooks={"request": list(request_hooks)} if request_hooks else None,
         # Conditional requests are ours to make (polling); a transparent cache would hide the 304s.
         http_cache=False,
+        # githubkit's default cache (installation tokens among others) is one per process; a tracker's own
+        # keeps two trackers (two Apps, two test servers) from handing each other tokens.
+        cache_strategy=MemCacheStrategy(),
         throttler=PacingThrottler(
             WriteSchedule(min_interval_s=settings.write_interval_s, max_per_minute=settings.writes_per_minute),
             max_concurrent_reads=settings.max_concurrent_reads,

@@ -1,8 +1,12 @@
 """The GraphQL documents the GitHub adapter sends: one round trip for an issue and its whole neighbourhood.
 
 Field names are GitHub's public GraphQL schema (``Issue.parent``, ``subIssues``, ``blockedBy``, ``blocking``).
-The test server executes these same documents against its own schema, so a typo fails a test.
+Public so that the GitHub test server's tests execute these very documents against its schema: a typo, or a
+field the stand-in does not serve, fails a test. GitHub caps a parent at 100 sub-issues, so one page of
+``subIssues(first: 100)`` is the whole list.
 """
+
+__all__ = ["ISSUE_VIEW", "SUMMARY_FIELDS"]
 
 SUMMARY_FIELDS = """
 fragment Summary on Issue {
@@ -31,25 +35,12 @@ query IssueView($owner: String!, $name: String!, $number: Int!, $comments: Int!)
       author { login }
       authorAssociation
       parent { ...Summary }
-      subIssues(first: 100) { nodes { ...Summary } pageInfo { hasNextPage endCursor } }
+      subIssues(first: 100) { nodes { ...Summary } }
       blockedBy(first: 100) { nodes { ...Summary } }
       blocking(first: 100) { nodes { ...Summary } }
       comments(last: $comments) {
         nodes { databaseId author { login } authorAssociation body createdAt updatedAt url }
       }
-    }
-  }
-}
-"""
-    + SUMMARY_FIELDS
-)
-
-MORE_SUB_ISSUES = (
-    """
-query MoreSubIssues($owner: String!, $name: String!, $number: Int!, $after: String!) {
-  repository(owner: $owner, name: $name) {
-    issue(number: $number) {
-      subIssues(first: 100, after: $after) { nodes { ...Summary } pageInfo { hasNextPage endCursor } }
     }
   }
 }

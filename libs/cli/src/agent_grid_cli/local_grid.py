@@ -1,12 +1,15 @@
 """``agent-grid run-local``: the whole grid as plain processes on the embedded broker (what ``make run`` starts)."""
 
+import json
 import os
 import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agent_grid_runtime.public_broker import EmbeddedBroker
 
@@ -22,6 +25,24 @@ class LocalService:
     port: int
 
 
+# The stand-in for GitHub: the project's GitHub test server, seeded with a demo organization, a person, our
+# bot account and a webhook to the issue-tracker. Create issues with alice's token; the grid acts as the bot.
+LOCAL_GITHUB = LocalService("github", "agent_grid_github_test_server", "", 8765)
+LOCAL_GITHUB_URL = f"http://127.0.0.1:{LOCAL_GITHUB.port}/"
+LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
+LOCAL_HUMAN_TOKEN = "local-dev-alice-token"
+LOCAL_BOT_TOKEN = "local-dev-bot-token"
+LOCAL_GITHUB_SEED = {
+    "users": [{"login": "alice"}, {"login": "agent-grid[bot]"}],
+    "organizations": [{"login": "demo", "members": ["alice"]}],
+    "repos": [{"owner": "demo", "name": "widgets", "description": "agent-grid's local demo repository"}],
+    "tokens": [
+        {"login": "alice", "token": LOCAL_HUMAN_TOKEN},
+        {"login": "agent-grid[bot]", "token": LOCAL_BOT_TOKEN},
+    ],
+    "webhooks": [{"url": "http://127.0.0.1:8001/webhooks/github", "secret": LOCAL_WEBHOOK_SECRET}],
+}
+
 SERVICES = (
     LocalService("issue-tracker", "issue_tracker", "ISSUE_TRACKER_", 8001),
     LocalService("coordinator", "coordinator", "COORDINATOR_", 8002),
@@ -31,10 +52,14 @@ SERVICES = (
 
 def service_environment(service: LocalService, endpoint_url: str, base: dict[str, str]) -> dict[str, str]:
     prefix = service.env_prefix
+    if not prefix:  # the GitHub stand-in: no broker, no settings of ours
+        return {**base, "PYTHONUNBUFFERED": "1"}
     return {
         **base,
-        # A local grid has no GitHub to share a secret with; this one lets `curl` and the tests sign deliveries.
-        "ISSUE_TRACKER_WEBHOOK__SECRET": base.get("ISSUE_TRACKER_WEBHOOK__SECRET", "local-dev-webhook-secret"),
+        # Shared with the local GitHub stand-in's webhook; `curl` and the tests sign deliveries with it too.
+        "ISSUE_TRACKER_WEBHOOK__SECRET": base.get("ISSUE_TRACKER_WEBHOOK__SECRET", LOCAL_WEBHOOK_SECRET),
+        f"{prefix}GITHUB__API_URL": base.get(f"{prefix}GITHUB__API_URL", LOCAL_GITHUB_URL),
+        f"{prefix}GITHUB__TOKEN": base.get(f"{prefix}GITHUB__TOKEN", LOCAL_BOT_TOKEN),
         f"{prefix}AWS__ENDPOINT_URL": endpoint_url,
         f"{prefix}AWS__REGION": base.get(f"{prefix}AWS__REGION", "us-east-1"),
         f"{prefix}HTTP__PORT": base.get(f"{prefix}HTTP__PORT", str(service.port)),
@@ -89,7 +114,7 @@ class _OutputPump:
 
 
 def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
-    """Start the broker and the three services; stream their output; stop everything on SIGINT/SIGTERM."""
+    """Start the broker, the GitHub stand-in and the three services; stream their output; stop on SIGINT/SIGTERM."""
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -108,11 +133,17 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
         started_broker = broker.start()
         if not started_broker:
             print(f"broker: already running on {broker.endpoint_url}; using it and leaving it running", flush=True)
-        for service in SERVICES:
+        seed = Path(tempfile.mkdtemp(prefix="agent-grid-github-")) / "seed.json"
+        seed.write_text(json.dumps(LOCAL_GITHUB_SEED))
+        commands = {
+            LOCAL_GITHUB: ["--port", str(LOCAL_GITHUB.port), "--seed", str(seed)],
+            **{service: [] for service in SERVICES},
+        }
+        for service, arguments in commands.items():
             if stopping:
                 break
             process = subprocess.Popen(  # our own interpreter and modules
-                [sys.executable, "-m", service.module],
+                [sys.executable, "-m", service.module, *arguments],
                 env=service_environment(service, broker.endpoint_url, dict(os.environ)),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -126,7 +157,11 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
             output.add(service.name, process.stdout.fileno())
             print(f"{service.name}: started (pid {process.pid}) on http://127.0.0.1:{service.port}", flush=True)
         if not stopping:
-            print("grid: running; Ctrl-C stops it", flush=True)
+            print(
+                f"grid: running; Ctrl-C stops it. GitHub stand-in: {LOCAL_GITHUB_URL} (repo demo/widgets; "
+                f"as a person: Authorization: token {LOCAL_HUMAN_TOKEN})",
+                flush=True,
+            )
         while not stopping:
             output.pump(timeout=0.5)
             for name, process in processes.items():

@@ -1,0 +1,158 @@
+"""Should this issue get a run now? A pure function of (issue, ledger, trigger, policy, clock).
+
+The checks run in a fixed order, cheapest and most final first: a closed, unclaimed, untrusted or
+human-owned issue is ignored before any budget is looked at; a run in flight, a blocker or an earlier
+sibling postpones; a cap refuses (and, for the caps that only a human can lift, escalates); concurrency
+and the repository's daily budget postpone. Only then a launch, in the mode the tree shape calls for.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from agent_grid_contracts.public_issues import ActorKind
+from agent_grid_contracts.public_launches import RunMode
+
+from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
+from coordinator.decisions.public_policy import Policy
+from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
+
+__all__ = ["authoriser", "decide_launch", "run_mode"]
+
+
+def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, policy: Policy, now: datetime) -> Verdict:
+    """The verdict for one look at ``issue``."""
+    authorised_by = authoriser(trigger, ledger, policy)
+    gate = _gate(issue, ledger, policy, authorised_by)
+    if gate is not None:
+        return gate
+    assert authorised_by is not None  # _gate ignores untrusted triggers
+    mode = run_mode(issue, ledger)
+    hold = _hold(issue, ledger, policy, mode, now)
+    if hold is not None:
+        return hold
+    refusal = _cap_refusal(issue, ledger, policy)
+    if refusal is not None:
+        return refusal
+    postponement = _capacity_wait(issue, ledger, policy, now)
+    if postponement is not None:
+        return postponement
+    caps = policy.caps
+    return Launch(
+        mode=mode,
+        agent_kind=policy.agent_kind,
+        authorised_by=authorised_by,
+        # A run may spend its own cap, and never more than what is left of its tree's.
+        max_cost_usd=min(caps.max_cost_usd_per_run, caps.max_cost_usd_per_tree - ledger.tree_cost_usd),
+        max_tokens=min(caps.max_tokens_per_run, caps.max_tokens_per_tree - ledger.tree_tokens),
+    )
+
+
+def _gate(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, authorised_by: str | None) -> Verdict | None:
+    """Not agent-grid's issue, or stopped by the kill switch."""
+    if not issue.open:
+        return Ignore("the issue is closed")
+    if policy.kill_label in issue.labels | issue.root_labels or ledger.tree_killed:
+        return Refuse("kill_switch", "the kill switch is on for this tree", escalate=False)
+    if not _opted_in(issue, policy):
+        return Ignore(f"not opted in (no {policy.opt_in.label!r} label, not assigned to {policy.bot_login})")
+    if authorised_by is None:
+        return Ignore("the trigger is not trusted and the tree has no trusted authoriser")
+    humans = [login for login in issue.assignees if login != policy.bot_login]
+    if humans:
+        return Ignore(f"assigned to {', '.join('@' + h for h in humans)}: a human's issue")
+    return None
+
+
+def _hold(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, mode: RunMode, now: datetime) -> Wait | None:
+    """Agent-grid's issue, but its turn has not come."""
+    if ledger.paused:
+        return Wait(WaitReason.PAUSED, "agent-grid is paused")
+    if ledger.active_run_on_issue is not None:
+        return Wait(WaitReason.RUN_IN_FLIGHT, f"run {ledger.active_run_on_issue} is in flight")
+    if issue.open_blockers:
+        return Wait(WaitReason.BLOCKED, "blocked by " + ", ".join(str(ref) for ref in issue.open_blockers))
+    if issue.earlier_open_siblings:
+        return Wait(WaitReason.EARLIER_SIBLING_OPEN, f"{issue.earlier_open_siblings[0]} comes first")
+    if mode is RunMode.MANAGE and ledger.last_manage_started_at is not None:
+        allowed = ledger.last_manage_started_at + timedelta(seconds=policy.management.min_interval_s)
+        if now < allowed:
+            return Wait(WaitReason.RESUMED_RECENTLY, "resumed moments ago", not_before=allowed)
+    return None
+
+
+def run_mode(issue: IssueFacts, ledger: LedgerFacts) -> RunMode:
+    """``manage`` a parent; ``plan`` (do it or split it) a leaf's first run; ``work`` on a leaf after that."""
+    if issue.children:
+        return RunMode.MANAGE
+    return RunMode.WORK if ledger.runs_on_issue else RunMode.PLAN
+
+
+def authoriser(trigger: Trigger, ledger: LedgerFacts, policy: Policy) -> str | None:
+    """The trusted human a run would act for, or None.
+
+    A person's trigger counts when they are trusted. agent-grid's own triggers (an agent's nudge, a finished
+    run's follow-up, a management timer) carry the tree's existing authorisation and never create one.
+    """
+    actor = trigger.actor
+    if actor is not None and actor.kind in (ActorKind.HUMAN, ActorKind.UNKNOWN) and not actor.run_id:
+        trusted = actor.association in policy.trust.trusted_associations or actor.login in policy.trust.allow_list
+        return actor.login if trusted else None
+    if trigger.is_ours:
+        return ledger.tree_authorised_by
+    return None  # another bot: never an authority
+
+
+def _opted_in(issue: IssueFacts, policy: Policy) -> bool:
+    label = policy.opt_in.label
+    return (
+        label in issue.labels
+        or label in issue.root_labels
+        or policy.bot_login in issue.assignees
+        or issue.ref.repo in policy.opt_in.repos
+    )
+
+
+def _cap_refusal(issue: IssueFacts, ledger: LedgerFacts, policy: Policy) -> Refuse | None:
+    caps = policy.caps
+    checks = (
+        (
+            "max_consecutive_failures",
+            ledger.consecutive_failures,
+            caps.max_consecutive_failures,
+            "failed runs in a row",
+        ),
+        ("max_runs_per_issue", ledger.runs_on_issue, caps.max_runs_per_issue, "runs on this issue"),
+        ("max_runs_per_tree", ledger.runs_in_tree, caps.max_runs_per_tree, "runs in this tree"),
+        ("max_cost_usd_per_tree", ledger.tree_cost_usd, caps.max_cost_usd_per_tree, "USD spent in this tree"),
+        ("max_tokens_per_tree", ledger.tree_tokens, caps.max_tokens_per_tree, "tokens spent in this tree"),
+    )
+    for name, used, cap, what in checks:
+        if used >= cap:
+            return Refuse(name, f"{_figure(used)} {what} (cap {_figure(cap)})", escalate=True)
+    if issue.depth > caps.max_tree_depth:
+        return Refuse("max_tree_depth", f"depth {issue.depth} (cap {caps.max_tree_depth})", escalate=True)
+    if issue.tree_size > caps.max_tree_size:
+        return Refuse("max_tree_size", f"{issue.tree_size} issues in the tree (cap {caps.max_tree_size})", True)
+    return None
+
+
+def _capacity_wait(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, now: datetime) -> Wait | None:
+    caps = policy.caps
+    kind_cap = caps.max_active_runs_per_agent_kind.get(policy.agent_kind)
+    slots = (
+        ("in all", ledger.active_total, caps.max_active_runs),
+        (f"in {issue.ref.repo}", ledger.active_in_repo, caps.max_active_runs_per_repo),
+        ("in this tree", ledger.active_in_tree, caps.max_active_runs_per_tree),
+        *([(f"of {policy.agent_kind}", ledger.active_of_kind, kind_cap)] if kind_cap is not None else []),
+    )
+    for where, active, cap in slots:
+        if active >= cap:
+            return Wait(WaitReason.CONCURRENCY, f"{active} runs active {where} (cap {cap})")
+    if ledger.repo_cost_today_usd >= caps.max_cost_usd_per_repo_per_day:
+        tomorrow = (now.astimezone(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+        detail = f"{ledger.repo_cost_today_usd:.2f} USD spent today in {issue.ref.repo}"
+        return Wait(WaitReason.REPO_DAILY_BUDGET, f"{detail} (cap {caps.max_cost_usd_per_repo_per_day:.2f})", tomorrow)
+    return None
+
+
+def _figure(value: float) -> str:
+    return f"{value:.2f}" if isinstance(value, float) else str(value)

@@ -1,0 +1,304 @@
+"""The launch decision, without I/O: examples for each rule, and properties over arbitrary facts."""
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from agent_grid_contracts.public_issues import Actor, ActorKind, AuthorAssociation, IssueRef
+from agent_grid_contracts.public_launches import RunMode
+from agent_grid_contracts.public_nudges import NudgeReason
+from coordinator.decisions.public_decide import decide_launch
+from coordinator.decisions.public_facts import ChildFacts, IssueFacts, LedgerFacts, Trigger
+from coordinator.decisions.public_policy import Caps, Policy
+from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Wait, WaitReason
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+POLICY = Policy()
+ROOT = IssueRef(repo="octo/widgets", number=1)
+ISSUE = IssueRef(repo="octo/widgets", number=7)
+ALICE = Actor(login="alice", association=AuthorAssociation.MEMBER)
+MALLORY = Actor(login="mallory", association=AuthorAssociation.NONE)
+AGENT = Actor(login="agent-grid[bot]", kind=ActorKind.AGENT, run_id="run-1")
+
+OPTED_IN = IssueFacts(
+    ref=ISSUE, open=True, labels=frozenset({"agent-grid"}), assignees=(), root=ISSUE, root_labels=frozenset()
+)
+IDLE = LedgerFacts()
+BY_ALICE = Trigger(NudgeReason.ISSUE_LABELED, ALICE)
+
+
+def decide(
+    issue: IssueFacts = OPTED_IN, ledger: LedgerFacts = IDLE, trigger: Trigger = BY_ALICE, policy: Policy = POLICY
+) -> object:
+    return decide_launch(issue, ledger, trigger, policy, NOW)
+
+
+def test_a_trusted_label_on_a_leaf_launches_a_plan_run_with_the_run_caps() -> None:
+    verdict = decide()
+    assert verdict == Launch(
+        mode=RunMode.PLAN,
+        agent_kind="claude_code",
+        authorised_by="alice",
+        max_cost_usd=POLICY.caps.max_cost_usd_per_run,
+        max_tokens=POLICY.caps.max_tokens_per_run,
+    )
+
+
+def test_a_leaf_that_ran_before_works_and_a_parent_is_managed() -> None:
+    assert isinstance(verdict := decide(ledger=LedgerFacts(runs_on_issue=1)), Launch)
+    assert verdict.mode is RunMode.WORK
+    parent = replace(OPTED_IN, children=(ChildFacts(IssueRef(repo="octo/widgets", number=8), open=True),))
+    assert isinstance(verdict := decide(issue=parent), Launch)
+    assert verdict.mode is RunMode.MANAGE
+
+
+@pytest.mark.parametrize(
+    ("issue", "reason"),
+    [
+        (replace(OPTED_IN, open=False), "closed"),
+        (replace(OPTED_IN, labels=frozenset()), "not opted in"),
+        (replace(OPTED_IN, assignees=("bob",)), "a human's issue"),
+        (replace(OPTED_IN, assignees=("agent-grid[bot]", "bob")), "a human's issue"),
+    ],
+)
+def test_issues_that_are_not_ours_are_ignored(issue: IssueFacts, reason: str) -> None:
+    verdict = decide(issue=issue)
+    assert isinstance(verdict, Ignore)
+    assert reason in verdict.reason
+
+
+def test_opt_in_by_root_label_bot_assignment_or_repository() -> None:
+    bare = replace(OPTED_IN, labels=frozenset())
+    assert isinstance(decide(issue=replace(bare, root_labels=frozenset({"agent-grid"}))), Launch)
+    assert isinstance(decide(issue=replace(bare, assignees=("agent-grid[bot]",))), Launch)
+    repo_wide = Policy(opt_in=POLICY.opt_in.model_copy(update={"repos": frozenset({"octo/widgets"})}))
+    assert isinstance(decide(issue=bare, policy=repo_wide), Launch)
+
+
+def test_untrusted_text_never_starts_a_run_but_the_allow_list_does() -> None:
+    assert isinstance(decide(trigger=Trigger(NudgeReason.COMMENT_MENTION, MALLORY)), Ignore)
+    allowed = Policy(trust=POLICY.trust.model_copy(update={"allow_list": frozenset({"mallory"})}))
+    assert isinstance(decide(trigger=Trigger(NudgeReason.COMMENT_MENTION, MALLORY), policy=allowed), Launch)
+
+
+def test_agent_made_work_runs_on_the_trees_authorisation_and_never_creates_one() -> None:
+    by_agent = Trigger(NudgeReason.AGENT_REQUEST, AGENT)
+    assert isinstance(decide(trigger=by_agent), Ignore)
+    verdict = decide(trigger=by_agent, ledger=LedgerFacts(tree_authorised_by="alice"))
+    assert isinstance(verdict, Launch)
+    assert verdict.authorised_by == "alice"
+    system = Trigger(NudgeReason.MANAGEMENT_DUE, None)
+    assert isinstance(decide(trigger=system, ledger=LedgerFacts(tree_authorised_by="alice")), Launch)
+    # Somebody else's bot is no authority, even on an authorised tree.
+    other_bot = Trigger(NudgeReason.ISSUE_LABELED, Actor(login="ci[bot]", kind=ActorKind.BOT))
+    assert isinstance(decide(trigger=other_bot, ledger=LedgerFacts(tree_authorised_by="alice")), Ignore)
+
+
+@pytest.mark.parametrize(
+    ("issue", "ledger", "reason"),
+    [
+        (OPTED_IN, LedgerFacts(paused=True), WaitReason.PAUSED),
+        (OPTED_IN, LedgerFacts(active_run_on_issue="run-9"), WaitReason.RUN_IN_FLIGHT),
+        (replace(OPTED_IN, open_blockers=(ROOT,)), IDLE, WaitReason.BLOCKED),
+        (replace(OPTED_IN, earlier_open_siblings=(ROOT,)), IDLE, WaitReason.EARLIER_SIBLING_OPEN),
+        (OPTED_IN, LedgerFacts(active_total=4), WaitReason.CONCURRENCY),
+        (OPTED_IN, LedgerFacts(active_in_repo=2), WaitReason.CONCURRENCY),
+        (OPTED_IN, LedgerFacts(active_in_tree=2), WaitReason.CONCURRENCY),
+        (OPTED_IN, LedgerFacts(repo_cost_today_usd=50.0), WaitReason.REPO_DAILY_BUDGET),
+    ],
+)
+def test_waits(issue: IssueFacts, ledger: LedgerFacts, reason: WaitReason) -> None:
+    verdict = decide(issue=issue, ledger=ledger)
+    assert isinstance(verdict, Wait)
+    assert verdict.reason is reason
+
+
+def test_the_repo_budget_wait_ends_at_the_next_utc_midnight() -> None:
+    verdict = decide(ledger=LedgerFacts(repo_cost_today_usd=99.0))
+    assert isinstance(verdict, Wait)
+    assert verdict.not_before == datetime(2026, 11, 26, tzinfo=UTC)
+
+
+def test_a_parent_is_never_resumed_twice_within_the_minimum_interval() -> None:
+    parent = replace(OPTED_IN, children=(ChildFacts(ROOT, open=True),))
+    recently = LedgerFacts(last_manage_started_at=NOW - timedelta(seconds=30))
+    verdict = decide(issue=parent, ledger=recently)
+    assert isinstance(verdict, Wait)
+    assert verdict.not_before == NOW + timedelta(seconds=90)
+    assert isinstance(decide(issue=parent, ledger=LedgerFacts(last_manage_started_at=NOW - timedelta(hours=1))), Launch)
+
+
+def test_an_agent_kind_cap_applies_only_to_that_kind() -> None:
+    capped = Policy(caps=Caps(max_active_runs_per_agent_kind={"claude_code": 1}))
+    assert isinstance(decide(ledger=LedgerFacts(active_of_kind=1), policy=capped), Wait)
+    assert isinstance(decide(ledger=LedgerFacts(active_of_kind=1)), Launch)
+
+
+@pytest.mark.parametrize(
+    ("issue", "ledger", "cap"),
+    [
+        (OPTED_IN, LedgerFacts(consecutive_failures=3), "max_consecutive_failures"),
+        (OPTED_IN, LedgerFacts(runs_on_issue=5), "max_runs_per_issue"),
+        (OPTED_IN, LedgerFacts(runs_in_tree=40), "max_runs_per_tree"),
+        (OPTED_IN, LedgerFacts(tree_cost_usd=25.0), "max_cost_usd_per_tree"),
+        (OPTED_IN, LedgerFacts(tree_tokens=20_000_000), "max_tokens_per_tree"),
+        (replace(OPTED_IN, depth=4), IDLE, "max_tree_depth"),
+        (replace(OPTED_IN, tree_size=51), IDLE, "max_tree_size"),
+    ],
+)
+def test_caps_only_a_human_can_lift_refuse_and_escalate(issue: IssueFacts, ledger: LedgerFacts, cap: str) -> None:
+    verdict = decide(issue=issue, ledger=ledger)
+    assert isinstance(verdict, Refuse)
+    assert (verdict.cap, verdict.escalate) == (cap, True)
+
+
+def test_the_kill_switch_refuses_without_escalating() -> None:
+    for issue, ledger in (
+        (replace(OPTED_IN, root_labels=frozenset({"agent-grid:stop"})), IDLE),
+        (OPTED_IN, LedgerFacts(tree_killed=True)),
+    ):
+        assert decide(issue=issue, ledger=ledger) == Refuse(
+            "kill_switch", "the kill switch is on for this tree", escalate=False
+        )
+
+
+def test_a_run_never_gets_more_than_what_is_left_of_its_tree() -> None:
+    verdict = decide(ledger=LedgerFacts(tree_cost_usd=23.5, tree_tokens=19_500_000))
+    assert isinstance(verdict, Launch)
+    assert verdict.max_cost_usd == pytest.approx(1.5)
+    assert verdict.max_tokens == 500_000
+
+
+# --- properties over arbitrary facts ----------------------------------------------------------------------
+# Arbitrary facts rarely add up to a launch, where the rules bite; so each example starts from a launchable
+# baseline and replaces a few fields (up to four, any of them) with arbitrary values.
+
+refs = st.builds(IssueRef, repo=st.just("octo/widgets"), number=st.integers(1, 50))
+labels = st.frozensets(st.sampled_from(["agent-grid", "agent-grid:stop", "bug"]))
+ISSUE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "open": st.booleans(),
+    "labels": labels,
+    "root_labels": labels,
+    "assignees": st.lists(st.sampled_from(["agent-grid[bot]", "bob"]), max_size=2, unique=True).map(tuple),
+    "children": st.lists(st.builds(ChildFacts, ref=refs, open=st.booleans()), max_size=3).map(tuple),
+    "open_blockers": st.lists(refs, max_size=1).map(tuple),
+    "earlier_open_siblings": st.lists(refs, max_size=1).map(tuple),
+    "depth": st.integers(0, 6),
+    "tree_size": st.integers(1, 80),
+}
+LEDGER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
+    "active_total": st.integers(0, 6),
+    "active_in_repo": st.integers(0, 3),
+    "active_in_tree": st.integers(0, 3),
+    "active_of_kind": st.integers(0, 3),
+    "active_run_on_issue": st.one_of(st.none(), st.just("run-9")),
+    "runs_on_issue": st.integers(0, 7),
+    "runs_in_tree": st.integers(0, 50),
+    "consecutive_failures": st.integers(0, 4),
+    "tree_cost_usd": st.floats(0, 30),
+    "tree_tokens": st.integers(0, 25_000_000),
+    "repo_cost_today_usd": st.floats(0, 60),
+    "last_manage_started_at": st.one_of(st.none(), st.just(NOW - timedelta(seconds=60))),
+    "tree_authorised_by": st.one_of(st.none(), st.just("alice")),
+    "paused": st.booleans(),
+    "tree_killed": st.booleans(),
+}
+actors = st.one_of(
+    st.none(),
+    st.builds(
+        Actor,
+        login=st.sampled_from(["alice", "mallory", "agent-grid[bot]", "ci[bot]"]),
+        kind=st.sampled_from(list(ActorKind)),
+        association=st.sampled_from(list(AuthorAssociation)),
+        run_id=st.one_of(st.none(), st.just("run-1")),
+    ),
+)
+FIELDS = [("issue", name) for name in ISSUE_FIELDS] + [("ledger", name) for name in LEDGER_FIELDS]
+FIELDS.append(("trigger", "actor"))
+
+
+@st.composite
+def near_launch(draw: st.DrawFn) -> tuple[IssueFacts, LedgerFacts, Trigger]:
+    issue, ledger, trigger = OPTED_IN, IDLE, BY_ALICE
+    for where, name in draw(st.lists(st.sampled_from(FIELDS), max_size=4, unique=True)):
+        if where == "issue":
+            issue = replace(issue, **{name: draw(ISSUE_FIELDS[name])})
+        elif where == "ledger":
+            ledger = replace(ledger, **{name: draw(LEDGER_FIELDS[name])})
+        else:
+            trigger = replace(trigger, actor=draw(actors))
+    return issue, ledger, trigger
+
+
+@settings(max_examples=1000)
+@given(facts=near_launch())
+def test_a_launch_never_breaks_a_rule_or_a_cap(facts: tuple[IssueFacts, LedgerFacts, Trigger]) -> None:
+    issue, ledger, trigger = facts
+    verdict = decide_launch(issue, ledger, trigger, POLICY, NOW)
+    if not isinstance(verdict, Launch):
+        return
+    caps = POLICY.caps
+    assert issue.open
+    assert ledger.active_run_on_issue is None  # one active run per issue
+    assert not ledger.paused
+    assert not ledger.tree_killed
+    assert "agent-grid:stop" not in issue.labels | issue.root_labels
+    assert not issue.open_blockers
+    assert not issue.earlier_open_siblings
+    assert all(login == "agent-grid[bot]" for login in issue.assignees)  # never on a human's issue
+    assert ledger.active_total < caps.max_active_runs
+    assert ledger.active_in_repo < caps.max_active_runs_per_repo
+    assert ledger.active_in_tree < caps.max_active_runs_per_tree
+    assert ledger.runs_on_issue < caps.max_runs_per_issue
+    assert ledger.runs_in_tree < caps.max_runs_per_tree
+    assert ledger.consecutive_failures < caps.max_consecutive_failures
+    assert ledger.tree_cost_usd < caps.max_cost_usd_per_tree
+    assert ledger.tree_tokens < caps.max_tokens_per_tree
+    assert ledger.repo_cost_today_usd < caps.max_cost_usd_per_repo_per_day
+    assert issue.depth <= caps.max_tree_depth
+    assert issue.tree_size <= caps.max_tree_size
+    assert 0 < verdict.max_cost_usd <= caps.max_cost_usd_per_run
+    assert 0 < verdict.max_tokens <= caps.max_tokens_per_run
+    assert (verdict.mode is RunMode.MANAGE) == bool(issue.children)
+    # Trust: a trusted person said so, or the tree already carries a trusted person's word.
+    actor = trigger.actor
+    by_person = actor is not None and actor.kind in (ActorKind.HUMAN, ActorKind.UNKNOWN) and not actor.run_id
+    if by_person:
+        assert actor is not None
+        assert verdict.authorised_by == actor.login
+        assert actor.association in POLICY.trust.trusted_associations
+    else:
+        assert verdict.authorised_by == ledger.tree_authorised_by == "alice"
+
+
+CAPPED_LEDGER_FIELDS = {
+    "active_total": ("max_active_runs", Wait),
+    "active_in_repo": ("max_active_runs_per_repo", Wait),
+    "active_in_tree": ("max_active_runs_per_tree", Wait),
+    "repo_cost_today_usd": ("max_cost_usd_per_repo_per_day", Wait),
+    "runs_on_issue": ("max_runs_per_issue", Refuse),
+    "runs_in_tree": ("max_runs_per_tree", Refuse),
+    "consecutive_failures": ("max_consecutive_failures", Refuse),
+    "tree_cost_usd": ("max_cost_usd_per_tree", Refuse),
+    "tree_tokens": ("max_tokens_per_tree", Refuse),
+}
+
+
+@given(field=st.sampled_from(sorted(CAPPED_LEDGER_FIELDS)), fraction=st.floats(0, 2, allow_nan=False))
+def test_every_cap_admits_what_is_below_it_and_stops_what_reaches_it(field: str, fraction: float) -> None:
+    cap_name, stop = CAPPED_LEDGER_FIELDS[field]
+    cap = getattr(POLICY.caps, cap_name)
+    value = type(cap)(cap * fraction)
+    verdict = decide(ledger=replace(IDLE, **{field: value}))
+    if value < cap:
+        assert isinstance(verdict, Launch), (field, value, verdict)
+    else:
+        assert isinstance(verdict, stop), (field, value, verdict)
+
+
+@given(facts=near_launch())
+def test_the_decision_is_a_function_of_its_inputs(facts: tuple[IssueFacts, LedgerFacts, Trigger]) -> None:
+    assert decide_launch(*facts, POLICY, NOW) == decide_launch(*facts, POLICY, NOW)

@@ -169,7 +169,7 @@ async def add_or_set_labels(request: Request, owner: str, repo: str, issue_numbe
     return reply([core.render.label(issue.repo, label) for label in labels])
 
 
-@router.delete("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}")
+@router.delete("/repos/{owner}/{repo}/issues/{issue_number}/labels/{name:path}")
 async def remove_label(request: Request, owner: str, repo: str, issue_number: int, name: str) -> Response:
     core = core_of(request)
     issue = core.store.issue(repo_of(request, owner, repo), issue_number)

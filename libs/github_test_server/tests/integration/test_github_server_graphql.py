@@ -91,7 +91,10 @@ async def test_issue_view_agrees_with_the_rest_state(client: httpx.AsyncClient, 
     target = await rest(client, f"issues/{tree.target.number}")
     assert {key: view[key] for key in summary_of(target)} == summary_of(target)
     assert (view["body"], view["createdAt"]) == (target["body"], target["created_at"])
-    assert (view["author"], view["authorAssociation"]) == ({"login": "alice"}, target["author_association"])
+    assert (view["author"], view["authorAssociation"]) == (
+        {"__typename": "User", "login": "alice"},
+        target["author_association"],
+    )
     assert view["parent"] == summary_of(await rest(client, f"issues/{tree.target.number}/parent"))
     sub_issues = await rest(client, f"issues/{tree.target.number}/sub_issues")
     assert view["subIssues"]["nodes"] == [summary_of(issue) for issue in sub_issues]
@@ -104,7 +107,7 @@ async def test_issue_view_agrees_with_the_rest_state(client: httpx.AsyncClient, 
     assert view["comments"]["nodes"] == [
         {
             "databaseId": comment["id"],
-            "author": {"login": comment["user"]["login"]},
+            "author": {"__typename": "User", "login": comment["user"]["login"]},
             "authorAssociation": comment["author_association"],
             "body": comment["body"],
             "createdAt": comment["created_at"],
@@ -205,7 +208,10 @@ async def test_a_bot_is_named_by_its_slug_in_graphql_and_with_bot_in_rest(
     view = await graphql(client, ISSUE_VIEW, number=issue.number, comments=1, **VIEW)
     [comment] = await rest(client, f"issues/{issue.number}/comments")
 
-    assert view["data"]["repository"]["issue"]["comments"]["nodes"][0]["author"] == {"login": "agent-grid"}
+    assert view["data"]["repository"]["issue"]["comments"]["nodes"][0]["author"] == {
+        "__typename": "Bot",
+        "login": "agent-grid",
+    }
     assert (comment["user"]["login"], comment["user"]["type"]) == ("agent-grid[bot]", "Bot")
 
 

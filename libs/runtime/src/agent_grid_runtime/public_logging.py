@@ -32,7 +32,9 @@ def configure_logging(
     renderer: Processor = (
         structlog.processors.JSONRenderer() if render_json else structlog.dev.ConsoleRenderer(colors=False)
     )
-    exceptions: list[Processor] = [structlog.processors.dict_tracebacks] if render_json else []
+    # Never the frames' local variables: they hold credentials (an HTTP client's auth object, a token).
+    no_locals = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+    exceptions: list[Processor] = [structlog.processors.ExceptionRenderer(no_locals)] if render_json else []
     numeric_level = logging.getLevelNamesMapping()[level.upper()]
     structlog.configure(
         processors=[*shared, *exceptions, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -2,12 +2,14 @@
 
 from collections.abc import Awaitable
 from contextlib import suppress
+from datetime import UTC
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from agent_grid_contracts.public_issues import IssueRef
 from githubkit import GitHub
-from githubkit.exception import GitHubException
+from githubkit.exception import GitHubException, GraphQLFailed
 from githubkit.response import Response
 from githubkit.utils import UNSET
 
@@ -36,7 +38,7 @@ from agent_grid_tracker.public_tracker import (
 
 API_VERSION: Literal["2022-11-28"] = "2022-11-28"
 _PAGE_SIZE = 100
-_MAX_POLL_PAGES = 10
+_MAX_POLL_PAGES = 50
 
 
 class GitHubTracker:
@@ -58,7 +60,17 @@ class GitHubTracker:
     async def view(self, ref: IssueRef, *, comments: int = 20) -> IssueView:
         owner, name = _split(ref.repo)
         variables = {"owner": owner, "name": name, "number": ref.number, "comments": max(1, min(comments, 100))}
-        data = await self._call(f"view {ref}", self._github.async_graphql(ISSUE_VIEW, variables))
+        try:
+            data = await self._github.async_graphql(ISSUE_VIEW, variables)
+        except GraphQLFailed as exc:
+            # Errors about parts of the tree (a child or blocker we may not see) come with the rest of the
+            # answer: use it when the issue itself is there.
+            partial = exc.response.data or {}
+            if not (partial.get("repository") or {}).get("issue"):
+                raise tracker_error(exc, f"view {ref}") from exc
+            data = partial
+        except GitHubException as exc:
+            raise tracker_error(exc, f"view {ref}") from exc
         node = (data.get("repository") or {}).get("issue")
         if node is None:
             raise IssueNotFound(f"view {ref}: no such issue")
@@ -75,7 +87,7 @@ class GitHubTracker:
                 owner, name, labels=",".join(labels) if labels else UNSET, per_page=self._page_size
             ),
         )
-        items, _ = await self._all_pages(what, first, max_pages=None)
+        items = await self._all_pages(what, first)
         issues = [issue_from_rest(item) for item in items if "pull_request" not in item]
         return tuple(sorted(issues, key=lambda issue: issue.ref.number))
 
@@ -183,7 +195,11 @@ class GitHubTracker:
         owner, name = _split(ref.repo)
         for label in labels:
             with suppress(IssueNotFound):  # GitHub answers 404 for a label the issue does not carry
-                await self._call(f"unlabel {ref}", self._rest.issues.async_remove_label(owner, name, ref.number, label))
+                # githubkit puts the name in the path as is: `kind/bug` or `c#` would address another URL.
+                encoded = quote(label, safe="")
+                await self._call(
+                    f"unlabel {ref}", self._rest.issues.async_remove_label(owner, name, ref.number, encoded)
+                )
 
     async def add_assignees(self, ref: IssueRef, logins: tuple[str, ...]) -> None:
         if not logins:
@@ -215,54 +231,58 @@ class GitHubTracker:
 
     async def poll_updated(self, cursor: PollCursor) -> PollResult:
         owner, name = _split(cursor.repo)
-        what = f"poll {cursor.repo}"
+        params: dict[str, str | int] = {
+            "state": "all",
+            "sort": "updated",
+            "direction": "asc",
+            "per_page": self._page_size,
+        }
+        if cursor.since:
+            params["since"] = cursor.since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")  # GitHub's documented form
+        headers = self._version_header() | ({"If-None-Match": cursor.etag} if cursor.etag else {})
+        # One page per poll, normally: walking pages by offset while a change moves an issue to the end would
+        # skip the issue at a page boundary; the next poll starts from this page's newest item instead. Only
+        # when a whole page sits at the cursor's own instant (no progress possible) does it read on; an issue
+        # skipped there turns up on a later poll, which restarts from the first page.
         response = await self._call(
-            what,
-            self._rest.issues.async_list_for_repo(
-                owner,
-                name,
-                state="all",
-                sort="updated",
-                direction="asc",
-                per_page=self._page_size,
-                since=cursor.since if cursor.since else UNSET,
-                headers={"If-None-Match": cursor.etag} if cursor.etag else None,
-            ),
+            f"poll {cursor.repo}",
+            self._github.arequest("GET", f"/repos/{owner}/{name}/issues", params=params, headers=headers),
         )
         if response.status_code == httpx.codes.NOT_MODIFIED:
             return PollResult(issues=(), cursor=cursor, not_modified=True)
-        items, complete = await self._all_pages(what, response, max_pages=_MAX_POLL_PAGES)
-        # A validator names one exact answer; with further pages it no longer describes what we saw.
-        etag = response.headers.get("etag") if complete and "next" not in response.raw_response.links else None
-        issues = [issue_from_rest(item) for item in items if "pull_request" not in item]
+        items: list[dict[str, Any]] = list(_json(response))
+        page, pages = response, 1
+        while "next" in page.raw_response.links and pages < _MAX_POLL_PAGES and _no_progress(items, cursor):
+            page = await self._call(
+                f"poll {cursor.repo}",
+                self._github.arequest("GET", page.raw_response.links["next"]["url"], headers=self._version_header()),
+            )
+            items.extend(_json(page))
+            pages += 1
+        # Pull requests move the cursor too (a page of them must not stall it), but are not reported.
+        polled = [issue_from_rest(item) for item in items]
+        pull_requests = {item["number"] for item in items if "pull_request" in item}
+        fresh = [issue for issue in fresh_issues(cursor, polled) if issue.ref.number not in pull_requests]
         parents = {
             item["number"]: ref_of_issue_url(item["parent_issue_url"])
             for item in items
-            if item.get("parent_issue_url") and "pull_request" not in item
+            if item.get("parent_issue_url") and any(issue.ref.number == item["number"] for issue in fresh)
         }
-        fresh = fresh_issues(cursor, issues)
-        return PollResult(
-            issues=tuple(fresh),
-            parents={number: ref for number, ref in parents.items() if any(i.ref.number == number for i in fresh)},
-            cursor=advance(cursor, issues, etag),
-        )
+        etag = response.headers.get("etag") if pages == 1 and "next" not in response.raw_response.links else None
+        return PollResult(issues=tuple(fresh), parents=parents, cursor=advance(cursor, polled, etag))
 
-    async def _all_pages(
-        self, what: str, first: Response[Any, Any], *, max_pages: int | None
-    ) -> tuple[list[dict[str, Any]], bool]:
-        """The items of ``first`` and of the pages its ``Link: rel="next"`` chain leads to, and whether it ended.
+    async def _all_pages(self, what: str, first: Response[Any, Any]) -> list[dict[str, Any]]:
+        """The items of ``first`` and of the pages its ``Link: rel="next"`` chain leads to.
 
         GitHub builds the next URLs (they may even change path); they are followed as given.
         """
         items: list[dict[str, Any]] = list(_json(first))
         next_url = first.raw_response.links.get("next", {}).get("url")
-        pages = 1
-        while next_url and (max_pages is None or pages < max_pages):
+        while next_url:
             page = await self._call(what, self._github.arequest("GET", next_url, headers=self._version_header()))
             items.extend(_json(page))
             next_url = page.raw_response.links.get("next", {}).get("url")
-            pages += 1
-        return items, not next_url
+        return items
 
     async def _add_sub_issue_by_id(self, parent: IssueRef, child_id: int, *, what: str) -> None:
         owner, name = _split(parent.repo)
@@ -300,6 +320,12 @@ class GitHubTracker:
             return await operation
         except GitHubException as exc:
             raise tracker_error(exc, what) from exc
+
+
+def _no_progress(items: list[dict[str, Any]], cursor: PollCursor) -> bool:
+    """Every item so far was updated at the cursor's instant: the next poll would see the same page."""
+    since = cursor.since
+    return since is not None and all(issue_from_rest(item).updated_at <= since for item in items)
 
 
 def _split(repo: str) -> tuple[str, str]:

@@ -73,20 +73,21 @@ def view_from_graphql(node: Json) -> IssueView:
     issue = Issue(
         **_summary_fields(node),
         body=node.get("body") or "",
-        author=(node.get("author") or {}).get("login", "ghost"),
+        author=_graphql_login(node.get("author")),
         author_association=AuthorAssociation(node.get("authorAssociation", "unknown")),
         created_at=_time(node["createdAt"]),
     )
     return IssueView(
         issue=issue,
         parent=summary_from_graphql(node["parent"]) if node.get("parent") else None,
-        children=tuple(summary_from_graphql(child) for child in node["subIssues"]["nodes"]),
-        blocked_by=tuple(summary_from_graphql(other) for other in node["blockedBy"]["nodes"]),
-        blocking=tuple(summary_from_graphql(other) for other in node["blocking"]["nodes"]),
+        # Connection nodes are nullable in GitHub's schema (an item we may not see comes back null).
+        children=tuple(summary_from_graphql(child) for child in node["subIssues"]["nodes"] if child),
+        blocked_by=tuple(summary_from_graphql(other) for other in node["blockedBy"]["nodes"] if other),
+        blocking=tuple(summary_from_graphql(other) for other in node["blocking"]["nodes"] if other),
         comments=tuple(
             Comment(
                 id=comment["databaseId"],
-                author=(comment.get("author") or {}).get("login", "ghost"),
+                author=_graphql_login(comment.get("author")),
                 author_association=AuthorAssociation(comment.get("authorAssociation", "unknown")),
                 body=comment.get("body") or "",
                 created_at=_time(comment["createdAt"]),
@@ -94,6 +95,7 @@ def view_from_graphql(node: Json) -> IssueView:
                 url=comment["url"],
             )
             for comment in node["comments"]["nodes"]
+            if comment
         ),
     )
 
@@ -111,6 +113,14 @@ def _summary_fields(node: Json) -> dict[str, Any]:
         "url": node["url"],
         "updated_at": _time(node["updatedAt"]),
     }
+
+
+def _graphql_login(author: Json | None) -> str:
+    # GraphQL names an App's bot by its slug; REST (and webhooks) by `slug[bot]`. Speak REST's dialect.
+    if not author:
+        return "ghost"
+    login = str(author["login"])
+    return f"{login}[bot]" if author.get("__typename") == "Bot" and not login.endswith("[bot]") else login
 
 
 def _time(value: str) -> datetime:

@@ -87,6 +87,9 @@ def tracker_error(exc: GitHubException, what: str) -> TrackerError:
     if isinstance(exc, RequestFailed):
         status = exc.response.status_code
         message = f"{what}: GitHub answered {status}: {_message(exc.response.raw_response)}"
+        if status == 429 or (status == 403 and "secondary rate limit" in message.lower()):
+            # A secondary limit without retry-after or a spent counter: GitHub says wait at least a minute.
+            return RateLimited(f"{what}: GitHub secondary rate limit", retry_after_s=60.0)
         if status in (404, 410):
             return IssueNotFound(message)
         if status >= 500:
@@ -95,8 +98,14 @@ def tracker_error(exc: GitHubException, what: str) -> TrackerError:
     if isinstance(exc, GraphQLFailed):
         errors = exc.response.errors or []
         message = f"{what}: " + "; ".join(error.message for error in errors)
-        if any(error.type == "NOT_FOUND" for error in errors):
+        # Only the issue asked for (or its repository) missing is "not found"; a hidden blocker is not.
+        if any(
+            error.type == "NOT_FOUND" and list(error.path or [])[:2] in (["repository"], ["repository", "issue"])
+            for error in errors
+        ):
             return IssueNotFound(message)
+        if any(error.type is None for error in errors):
+            return TrackerUnavailable(message)  # GitHub's untyped errors: timeouts, something went wrong
         return TrackerRefused(message)
     if isinstance(exc, RequestError):
         return TrackerUnavailable(f"{what}: {type(exc.exc).__name__}: {exc.exc}")

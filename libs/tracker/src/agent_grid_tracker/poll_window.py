@@ -1,10 +1,9 @@
 """Which polled issues are new, and where the next poll starts: pure, so every edge is a unit test."""
 
-import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 
-from agent_grid_tracker.public_tracker import Issue, PollCursor
+from agent_grid_tracker.public_tracker import Issue, PollCursor, seen_mark
 
 
 def fresh_issues(cursor: PollCursor, polled: Sequence[Issue]) -> list[Issue]:
@@ -39,9 +38,3 @@ def advance(cursor: PollCursor, polled: Sequence[Issue], etag: str | None) -> Po
         seen = tuple(sorted(at_newest | set(cursor.seen_at_since)))
         return cursor.model_copy(update={"seen_at_since": seen, "etag": etag})
     return PollCursor(repo=cursor.repo, since=newest, seen_at_since=tuple(sorted(at_newest)), etag=None)
-
-
-def seen_mark(issue: Issue) -> str:
-    """Names an issue in one state: its number and a digest of what the tracker told about it."""
-    digest = hashlib.blake2s(issue.model_dump_json().encode(), digest_size=8).hexdigest()
-    return f"{issue.ref.number}:{digest}"

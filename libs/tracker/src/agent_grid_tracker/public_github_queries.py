@@ -32,14 +32,14 @@ query IssueView($owner: String!, $name: String!, $number: Int!, $comments: Int!)
       ...Summary
       body
       createdAt
-      author { login }
+      author { __typename login }
       authorAssociation
       parent { ...Summary }
       subIssues(first: 100) { nodes { ...Summary } }
       blockedBy(first: 100) { nodes { ...Summary } }
       blocking(first: 100) { nodes { ...Summary } }
       comments(last: $comments) {
-        nodes { databaseId author { login } authorAssociation body createdAt updatedAt url }
+        nodes { databaseId author { __typename login } authorAssociation body createdAt updatedAt url }
       }
     }
   }

@@ -11,6 +11,7 @@ Errors are few and mean one thing each to a caller:
 - :class:`TrackerUnavailable`: an outage (network, 5xx) that outlasted the adapter's capped retries.
 """
 
+import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Protocol
@@ -34,6 +35,7 @@ __all__ = [
     "TrackerError",
     "TrackerRefused",
     "TrackerUnavailable",
+    "seen_mark",
     "sticky_marker",
 ]
 
@@ -165,6 +167,12 @@ class PollResult(_Model):
     )
     cursor: PollCursor
     not_modified: bool = Field(default=False, description="The tracker answered 304: nothing changed.")
+
+
+def seen_mark(issue: Issue) -> str:
+    """Names an issue in one state: its number and a digest of what the tracker told about it."""
+    digest = hashlib.blake2s(issue.model_dump_json().encode(), digest_size=8).hexdigest()
+    return f"{issue.ref.number}:{digest}"
 
 
 def sticky_marker(key: str) -> str:

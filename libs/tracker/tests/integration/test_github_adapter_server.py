@@ -182,8 +182,8 @@ async def test_labels_assignees_close_and_reopen(hub: Hub, tracker: GitHubTracke
     issue = hub.github.add_issue("octo", "widgets", "Chores", author="alice", labels=["keep"])
     ref = hub.ref(issue)
 
-    await tracker.add_labels(ref, ("agent-grid", "needs-human"))
-    await tracker.remove_labels(ref, ("needs-human", "never-there"))
+    await tracker.add_labels(ref, ("agent-grid", "needs-human", "kind/bug", "c#"))
+    await tracker.remove_labels(ref, ("needs-human", "never-there", "kind/bug", "c#"))
     await tracker.add_assignees(ref, ("alice",))
     await tracker.close(ref, CloseReason.NOT_PLANNED)
 
@@ -298,4 +298,25 @@ async def test_a_github_app_installation_acts_as_its_bot(hub: Hub) -> None:
     )
     async with open_github_tracker(settings) as tracker:
         comment = await tracker.comment(hub.ref(issue), "on it")
+        view = await tracker.view(hub.ref(issue))
     assert comment.author == "agent-grid[bot]"
+    assert [c.author for c in view.comments] == ["agent-grid[bot]"]  # GraphQL says `agent-grid`: same login
+
+
+async def test_polling_page_by_page_reports_every_issue_once_even_when_one_moves_meanwhile(hub: Hub) -> None:
+    numbers = [hub.github.add_issue("octo", "widgets", f"Issue {n}", author="alice").number for n in range(5)]
+    async with open_github_tracker(hub.settings(page_size=2)) as tracker:
+        cursor = PollCursor(repo=REPO, since=datetime.now(UTC) - timedelta(hours=1))
+        reported: list[int] = []
+        first = await tracker.poll_updated(cursor)
+        reported += [i.ref.number for i in first.issues]
+        # An early issue changes between polls: it moves to the end of the order, nothing shifts past us.
+        await tracker.comment(IssueRef(repo=REPO, number=numbers[0]), "bump")
+        cursor = first.cursor
+        for _ in range(6):
+            result = await tracker.poll_updated(cursor)
+            reported += [i.ref.number for i in result.issues]
+            cursor = result.cursor
+    assert set(numbers) <= set(reported)
+    repeated = {number for number in reported if reported.count(number) > 1}
+    assert repeated <= {numbers[0]}  # only the bumped issue, once per state it was seen in

@@ -8,7 +8,7 @@ import pytest
 from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_tracker.body_blocks import block_markers, replace_block
 from agent_grid_tracker.github_retry import RetryPolicy, tracker_error
-from agent_grid_tracker.poll_window import advance, fresh_issues, seen_mark
+from agent_grid_tracker.poll_window import advance, fresh_issues
 from agent_grid_tracker.public_tracker import (
     Issue,
     IssueNotFound,
@@ -17,6 +17,7 @@ from agent_grid_tracker.public_tracker import (
     RateLimited,
     TrackerRefused,
     TrackerUnavailable,
+    seen_mark,
 )
 from agent_grid_tracker.write_pacer import WriteSchedule, is_paced_write
 from githubkit.exception import PrimaryRateLimitExceeded, RequestError, RequestFailed, RequestTimeout

@@ -59,7 +59,6 @@ def create_app(
                             store=store,
                             enqueue=runtime.publisher(QueueName.NUDGES).publish,
                             settings=settings.polling,
-                            bot_logins=webhook.bot_logins,
                         )
                         await polling.enter_async_context(_running(poller))
                     yield

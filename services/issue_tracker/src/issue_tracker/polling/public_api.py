@@ -45,7 +45,6 @@ class IssuePoller:
     store: DeliveryStore
     enqueue: Enqueue
     settings: PollingSettings
-    bot_logins: frozenset[str]
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     async def poll_once(self, repo: str) -> int:
@@ -58,7 +57,7 @@ class IssuePoller:
         """
         cursor = await self._load_cursor(repo)
         result = await self.tracker.poll_updated(cursor)
-        nudges = list(poll_nudges(result, self.bot_logins))
+        nudges = list(poll_nudges(result))
         for dedupe_key, nudge in nudges:
             await self.enqueue(wrap(nudge, producer="issue-tracker", dedupe_key=dedupe_key))
         if result.cursor != cursor:
@@ -69,22 +68,41 @@ class IssuePoller:
         return len(nudges)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every repository each interval; failures back off (capped) and never end the loop."""
-        backoff = Backoff(initial_s=self.settings.interval_s, max_s=self.settings.interval_s * 10)
+        """Poll every repository each interval until stopped; a failing repository backs off on its own.
+
+        Nothing ends the loop but ``stop``: an unexpected error is logged with its traceback and that
+        repository is tried again later, while the others go on.
+        """
+        interval = self.settings.interval_s
+        backoffs = {repo: Backoff(initial_s=interval, max_s=interval * 10) for repo in self.settings.repos}
+        due = dict.fromkeys(self.settings.repos, 0.0)
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            wait_s = self.settings.interval_s
             for repo in self.settings.repos:
-                try:
-                    await self.poll_once(repo)
-                    backoff.reset()
-                except RateLimited as error:
-                    _log.warning("poll_rate_limited", repo=repo, retry_after_s=round(error.retry_after_s))
-                    wait_s = max(wait_s, error.retry_after_s)
-                except (TrackerError, PublishError, DeliveryStoreError) as error:
-                    wait_s = max(wait_s, backoff.next_delay())
-                    _log.warning("poll_failed", repo=repo, error=str(error), retry_in_s=round(wait_s, 1))
+                if loop.time() < due[repo] or stop.is_set():
+                    continue
+                due[repo] = loop.time() + await self._poll_guarded(repo, backoffs[repo])
+            next_due = min(due.values(), default=loop.time() + interval)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=wait_s)
+                await asyncio.wait_for(stop.wait(), timeout=max(0.0, next_due - loop.time()))
+
+    async def _poll_guarded(self, repo: str, backoff: Backoff) -> float:
+        """Poll ``repo`` once; seconds until its next poll."""
+        try:
+            await self.poll_once(repo)
+        except RateLimited as error:
+            _log.warning("poll_rate_limited", repo=repo, retry_after_s=round(error.retry_after_s))
+            return max(self.settings.interval_s, error.retry_after_s)
+        except (TrackerError, PublishError, DeliveryStoreError) as error:
+            delay = backoff.next_delay()
+            _log.warning("poll_failed", repo=repo, error=str(error), retry_in_s=round(delay, 1))
+            return delay
+        except Exception:
+            delay = backoff.next_delay()
+            _log.exception("poll_crashed", repo=repo, retry_in_s=round(delay, 1))
+            return delay
+        backoff.reset()
+        return self.settings.interval_s
 
     async def _load_cursor(self, repo: str) -> PollCursor:
         saved = await self.store.load_cursor(_cursor_name(repo))

@@ -1,23 +1,25 @@
 """Polled issue changes → nudges: a pure function, the polling counterpart of the webhook translation.
 
-A poll sees that an issue changed, not who changed it; the actor is the issue's author with the
-association GitHub reports for that author, so the coordinator's trust rules see the same facts as for an
-``issues`` webhook. Our own accounts' issues carry a bot actor.
+A poll sees that an issue changed, not who changed it. Naming the issue's author would lend an outsider's
+comment on a maintainer's issue the maintainer's trust, so polled nudges carry no actor: the coordinator
+treats them as agent-grid's own look at the issue, which can continue a tree a trusted person authorised
+but never authorises one.
 """
 
 from collections.abc import Iterator
 
-from agent_grid_contracts.public_issues import Actor, ActorKind
 from agent_grid_contracts.public_nudges import Nudge, NudgeReason, NudgeSource
-from agent_grid_tracker.public_tracker import Issue, IssueState, PollResult
+from agent_grid_tracker.public_tracker import IssueState, PollResult, seen_mark
 
 
-def poll_nudges(result: PollResult, bot_logins: frozenset[str]) -> Iterator[tuple[str, Nudge]]:
-    """(dedupe key, nudge) for every fresh issue in ``result``, and for the parent of each closed one."""
-    bots = {login.lower() for login in bot_logins}
+def poll_nudges(result: PollResult) -> Iterator[tuple[str, Nudge]]:
+    """(dedupe key, nudge) for every fresh issue in ``result``, and for the parent of each closed one.
+
+    The key names the issue in the state it was polled in, so two changes within one second differ.
+    """
     for issue in result.issues:
-        stamp = f"{issue.ref.key}@{issue.updated_at.isoformat()}"
-        actor = _author(issue, bots)
+        stamp = f"{issue.ref.key}@{issue.updated_at.isoformat()}#{seen_mark(issue)}"
+        actor = None
         closed = issue.state is IssueState.CLOSED
         yield (
             f"github-poll:{stamp}",
@@ -43,10 +45,3 @@ def poll_nudges(result: PollResult, bot_logins: frozenset[str]) -> Iterator[tupl
                     detail=f"sub-issue {issue.ref} closed",
                 ),
             )
-
-
-def _author(issue: Issue, bots: set[str]) -> Actor:
-    is_bot = issue.author.lower() in bots or issue.author.endswith("[bot]")
-    return Actor(
-        login=issue.author, kind=ActorKind.BOT if is_bot else ActorKind.HUMAN, association=issue.author_association
-    )

@@ -1,10 +1,12 @@
 """The GitHub adapter: the :class:`Tracker` protocol over githubkit (REST 2022-11-28, GraphQL for trees)."""
 
-from collections.abc import Awaitable
-from contextlib import suppress
+import asyncio
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import UTC
 from typing import Any, Literal
 from urllib.parse import quote
+from weakref import WeakValueDictionary
 
 import httpx
 from agent_grid_contracts.public_issues import IssueRef
@@ -33,24 +35,28 @@ from agent_grid_tracker.public_tracker import (
     PollCursor,
     PollResult,
     TrackerRefused,
+    TrackerUnavailable,
     sticky_marker,
 )
 
 API_VERSION: Literal["2022-11-28"] = "2022-11-28"
 _PAGE_SIZE = 100
 _MAX_POLL_PAGES = 50
+_ATTACH_ATTEMPTS = 3
 
 
 class GitHubTracker:
     """One GitHub account's view of its repositories. Build it with ``open_github_tracker``."""
 
-    def __init__(self, github: GitHub[Any], *, page_size: int = _PAGE_SIZE) -> None:
+    def __init__(self, github: GitHub[Any], *, login: str, page_size: int = _PAGE_SIZE) -> None:
         self._github = github
+        self._login = login
         self._page_size = page_size
         self._rest = github.rest(API_VERSION)
-        # Sticky comments found or written before: an update then costs one request instead of a listing,
-        # and an unchanged one none.
-        self._stickies: dict[tuple[str, str], Comment] = {}
+        # Where each sticky comment is: an update then costs a read and a write instead of a listing.
+        self._sticky_ids: dict[tuple[str, str], int] = {}
+        # Read-modify-write sequences on one issue, one at a time within this process.
+        self._locks: WeakValueDictionary[str, asyncio.Lock] = WeakValueDictionary()
 
     async def get_issue(self, ref: IssueRef) -> Issue:
         owner, name = _split(ref.repo)
@@ -122,8 +128,17 @@ class GitHubTracker:
 
     async def create_sub_issue(self, parent: IssueRef, new: NewIssue) -> Issue:
         child = await self.create_issue(parent.repo, new)
-        await self._add_sub_issue_by_id(parent, child.id, what=f"attach new {child.ref} under {parent}")
-        return child
+        what = f"attach new {child.ref} under {parent}"
+        # Attaching is idempotent (a repeat is "already added"), so unlike other writes it is retried.
+        for attempt in range(_ATTACH_ATTEMPTS):
+            try:
+                await self._add_sub_issue_by_id(parent, child.id, what=what)
+                return child
+            except TrackerUnavailable:
+                if attempt + 1 == _ATTACH_ATTEMPTS:
+                    raise
+                await asyncio.sleep(0.5 * 2**attempt)
+        return child  # pragma: no cover - the loop returns or raises
 
     async def add_sub_issue(self, parent: IssueRef, child: IssueRef) -> None:
         child_issue = await self.get_issue(child)
@@ -132,10 +147,11 @@ class GitHubTracker:
     async def add_blocked_by(self, issue: IssueRef, blocker: IssueRef) -> None:
         owner, name = _split(issue.repo)
         blocker_id = (await self.get_issue(blocker)).id
-        await self._call(
-            f"mark {issue} blocked by {blocker}",
-            self._rest.issues.async_add_blocked_by_dependency(owner, name, issue.number, issue_id=blocker_id),
-        )
+        with _already_done():
+            await self._call(
+                f"mark {issue} blocked by {blocker}",
+                self._rest.issues.async_add_blocked_by_dependency(owner, name, issue.number, issue_id=blocker_id),
+            )
 
     async def remove_blocked_by(self, issue: IssueRef, blocker: IssueRef) -> None:
         owner, name = _split(issue.repo)
@@ -155,33 +171,41 @@ class GitHubTracker:
 
     async def upsert_sticky_comment(self, ref: IssueRef, key: str, body: str) -> Comment:
         text = with_marker(key, body)
-        cached = self._stickies.get((ref.key, key))
-        if cached is not None:
-            if cached.body == text:
-                return cached  # unchanged: spend no write
-            try:
-                return self._remember(ref, key, await self._update_comment(ref, cached.id, text))
-            except IssueNotFound:
-                del self._stickies[(ref.key, key)]  # somebody deleted it: find another or start afresh
-        found = await self._find_marked_comment(ref, sticky_marker(key))
-        if found is None:
-            return self._remember(ref, key, await self.comment(ref, text))
-        if found.body == text:
-            return self._remember(ref, key, found)
-        return self._remember(ref, key, await self._update_comment(ref, found.id, text))
+        async with self._lock(f"{ref.key}:sticky:{key}"):
+            current = await self._current_sticky(ref, key)
+            if current is None:
+                written = await self.comment(ref, text)
+            elif current.body == text:
+                written = current  # unchanged: spend no write
+            else:
+                written = await self._update_comment(ref, current.id, text)
+            self._sticky_ids[(ref.key, key)] = written.id
+            return written
 
-    def _remember(self, ref: IssueRef, key: str, sticky: Comment) -> Comment:
-        self._stickies[(ref.key, key)] = sticky
-        return sticky
+    async def _current_sticky(self, ref: IssueRef, key: str) -> Comment | None:
+        """Our comment for ``key`` as GitHub has it now (read fresh: another process may have changed it)."""
+        owner, name = _split(ref.repo)
+        known = self._sticky_ids.get((ref.key, key))
+        if known is not None:
+            try:
+                response = await self._call(
+                    f"get comment {known} on {ref}", self._rest.issues.async_get_comment(owner, name, known)
+                )
+                return comment_from_rest(_json(response))
+            except IssueNotFound:
+                del self._sticky_ids[(ref.key, key)]  # deleted by somebody: find another or start afresh
+        return await self._find_marked_comment(ref, sticky_marker(key))
 
     async def replace_body_block(self, ref: IssueRef, key: str, content: str) -> None:
         owner, name = _split(ref.repo)
-        issue = await self.get_issue(ref)
-        body = replace_block(issue.body, key, content)
-        if body != issue.body:
-            await self._call(
-                f"update the {key} block of {ref}", self._rest.issues.async_update(owner, name, ref.number, body=body)
-            )
+        async with self._lock(f"{ref.key}:body"):
+            issue = await self.get_issue(ref)
+            body = replace_block(issue.body, key, content)
+            if body != issue.body:
+                await self._call(
+                    f"update the {key} block of {ref}",
+                    self._rest.issues.async_update(owner, name, ref.number, body=body),
+                )
 
     async def add_labels(self, ref: IssueRef, labels: tuple[str, ...]) -> None:
         if not labels:
@@ -286,7 +310,16 @@ class GitHubTracker:
 
     async def _add_sub_issue_by_id(self, parent: IssueRef, child_id: int, *, what: str) -> None:
         owner, name = _split(parent.repo)
-        await self._call(what, self._rest.issues.async_add_sub_issue(owner, name, parent.number, sub_issue_id=child_id))
+        with _already_done():
+            await self._call(
+                what, self._rest.issues.async_add_sub_issue(owner, name, parent.number, sub_issue_id=child_id)
+            )
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = asyncio.Lock()
+        return lock
 
     async def _update_comment(self, ref: IssueRef, comment_id: int, body: str) -> Comment:
         owner, name = _split(ref.repo)
@@ -306,7 +339,9 @@ class GitHubTracker:
             )
             comments = _json(response)
             for data in comments:
-                if (data.get("body") or "").startswith(marker):
+                # Only our own: anyone can paste the marker into a comment of theirs.
+                ours = (data.get("user") or {}).get("login") == self._login
+                if ours and (data.get("body") or "").startswith(marker):
                     return comment_from_rest(data)
             if len(comments) < self._page_size:
                 return None
@@ -320,6 +355,16 @@ class GitHubTracker:
             return await operation
         except GitHubException as exc:
             raise tracker_error(exc, what) from exc
+
+
+@contextmanager
+def _already_done() -> Iterator[None]:
+    """A 422 saying the relation already exists means the wanted state holds (a repeat after a timeout)."""
+    try:
+        yield
+    except TrackerRefused as error:
+        if error.status != httpx.codes.UNPROCESSABLE_ENTITY or "already" not in str(error).lower():
+            raise
 
 
 def _no_progress(items: list[dict[str, Any]], cursor: PollCursor) -> bool:

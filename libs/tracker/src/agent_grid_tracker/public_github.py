@@ -36,6 +36,8 @@ class GitHubSettings(BaseModel):
     """How to reach GitHub (or a GitHub-compatible server) and how gently to treat it."""
 
     api_url: str = "https://api.github.com/"
+    # Our account as GitHub names it (an App's bot is `<slug>[bot]`): only its comments are ever ours.
+    login: str = "agent-grid[bot]"
     token: SecretStr | None = None
     app: GitHubAppSettings | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 15.0
@@ -126,6 +128,6 @@ async def open_github_tracker(
         ),
     )
     try:
-        yield GitHubTracker(github, page_size=settings.page_size)
+        yield GitHubTracker(github, login=settings.login, page_size=settings.page_size)
     finally:
         await transport.close_for_real()

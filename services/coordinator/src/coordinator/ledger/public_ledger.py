@@ -1,0 +1,389 @@
+"""The run ledger: every run, its transitions and usage, and the running totals decisions read.
+
+The coordinator is its only writer. SQLite by default (``sqlite+aiosqlite:///path``), PostgreSQL for
+production (``postgresql+asyncpg://…``); the same SQL runs on both. Each write is one transaction, and
+every write is idempotent, so a redelivered message changes nothing twice.
+"""
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from agent_grid_contracts.public_lifecycle import ExitReason
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from coordinator.decisions.public_facts import LedgerFacts
+from coordinator.ledger.schema import (
+    ACTIVE_STATES,
+    MIGRATIONS,
+    issues,
+    repo_days,
+    run_events,
+    runs,
+    schema_versions,
+    settings_table,
+    trees,
+)
+
+__all__ = ["FinishedRun", "Ledger", "NewRun", "RunRecord", "open_ledger"]
+
+_FAILURES = frozenset(
+    {
+        ExitReason.FAILED,
+        ExitReason.TIMED_OUT,
+        ExitReason.STALLED,
+        ExitReason.LOST,
+        ExitReason.LAUNCH_FAILED,
+        ExitReason.LOST_WORKSPACE,
+        ExitReason.UNKNOWN,
+    }
+)
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """A run about to be launched."""
+
+    run_id: str
+    issue_key: str
+    repo: str
+    root_key: str
+    mode: str
+    agent_kind: str
+    authorised_by: str
+    trigger_message_id: str | None
+    attempt: int = 1
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A run as the ledger holds it."""
+
+    run_id: str
+    issue_key: str
+    repo: str
+    root_key: str
+    mode: str
+    agent_kind: str
+    state: str
+    authorised_by: str
+    created_at: datetime
+    last_seen_at: datetime
+    ended_at: datetime | None
+    exit_reason: str | None
+    cost_usd: float
+    tokens: int
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """A run that has just reached its terminal state (returned once, never for a repeat)."""
+
+    run: RunRecord
+    consecutive_failures: int
+
+
+class Ledger:
+    """Reads and writes of the ledger. Open it with :func:`open_ledger`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        """Wrap an engine whose database has been migrated."""
+        self._engine = engine
+
+    async def facts(self, *, issue_key: str, repo: str, root_key: str, agent_kind: str, today: date) -> LedgerFacts:
+        """What the decision needs for one issue: a few indexed lookups, whatever the history's size."""
+        active = sa.and_(runs.c.state.in_(ACTIVE_STATES))
+        async with self._engine.connect() as connection:
+            counts = (
+                await connection.execute(
+                    sa.select(
+                        sa.func.count(),
+                        sa.func.sum(sa.case((runs.c.repo == repo, 1), else_=0)),
+                        sa.func.sum(sa.case((runs.c.root_key == root_key, 1), else_=0)),
+                        sa.func.sum(sa.case((runs.c.agent_kind == agent_kind, 1), else_=0)),
+                        sa.func.max(sa.case((runs.c.issue_key == issue_key, runs.c.run_id), else_=None)),
+                        sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.cost_usd), else_=0.0)),
+                        sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.tokens), else_=0)),
+                    ).where(active)
+                )
+            ).one()
+            issue = (await connection.execute(sa.select(issues).where(issues.c.issue_key == issue_key))).first()
+            tree = (await connection.execute(sa.select(trees).where(trees.c.root_key == root_key))).first()
+            spent_today = await connection.scalar(
+                sa.select(repo_days.c.cost_usd).where(repo_days.c.repo == repo, repo_days.c.day == today)
+            )
+            paused = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
+        active_total, in_repo, in_tree, of_kind, on_issue, active_cost, active_tokens = counts
+        return LedgerFacts(
+            active_total=active_total,
+            active_in_repo=int(in_repo or 0),
+            active_in_tree=int(in_tree or 0),
+            active_of_kind=int(of_kind or 0),
+            active_run_on_issue=on_issue,
+            runs_on_issue=issue.runs if issue else 0,
+            runs_in_tree=tree.runs if tree else 0,
+            consecutive_failures=issue.consecutive_failures if issue else 0,
+            # Finished runs' totals plus what the active ones have reported so far.
+            tree_cost_usd=(tree.cost_usd if tree else 0.0) + float(active_cost or 0.0),
+            tree_tokens=(tree.tokens if tree else 0) + int(active_tokens or 0),
+            repo_cost_today_usd=float(spent_today or 0.0),
+            last_manage_started_at=_aware(issue.last_manage_started_at) if issue else None,
+            tree_authorised_by=tree.authorised_by if tree else None,
+            paused=bool(paused),
+            tree_killed=bool(tree.killed) if tree else False,
+        )
+
+    async def start_run(self, run: NewRun, *, now: datetime) -> bool:
+        """Take the issue's lease and record the run; False when another run holds the lease (nothing written)."""
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(
+                    runs.insert().values(
+                        run_id=run.run_id,
+                        issue_key=run.issue_key,
+                        repo=run.repo,
+                        root_key=run.root_key,
+                        mode=run.mode,
+                        agent_kind=run.agent_kind,
+                        state="launching",
+                        authorised_by=run.authorised_by,
+                        trigger_message_id=run.trigger_message_id,
+                        attempt=run.attempt,
+                        created_at=now,
+                        last_seen_at=now,
+                        cost_usd=0.0,
+                        tokens=0,
+                    )
+                )
+                manage: dict[str, Any] = {"last_manage_started_at": now} if run.mode == "manage" else {}
+                await _upsert(
+                    connection,
+                    issues,
+                    {"issue_key": run.issue_key},
+                    add={"runs": 1},
+                    set_={"pending_nudge": False, **manage},
+                )
+                await _upsert(connection, trees, {"root_key": run.root_key}, add={"runs": 1})
+                await connection.execute(
+                    trees.update()
+                    .where(trees.c.root_key == run.root_key, trees.c.authorised_by.is_(None))
+                    .values(authorised_by=run.authorised_by)
+                )
+                await _event(connection, run.run_id, now, "launched", f"{run.mode} by {run.authorised_by}")
+        except IntegrityError:
+            return False
+        return True
+
+    async def mark_started(self, run_id: str, *, worker_id: str, at: datetime) -> bool:
+        """The grid started the run; False when it is unknown or already over (a late or repeated event)."""
+        async with self._engine.begin() as connection:
+            changed = await connection.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .values(state="running", started_at=at, last_seen_at=at, worker_id=worker_id)
+            )
+            if changed.rowcount:
+                await _event(connection, run_id, at, "started", worker_id)
+            return bool(changed.rowcount)
+
+    async def heartbeat(self, run_id: str, *, at: datetime, cost_usd: float, tokens: int) -> bool:
+        """The run is alive and has spent this much so far (usage only grows)."""
+        async with self._engine.begin() as connection:
+            changed = await connection.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .values(
+                    last_seen_at=at,
+                    # Usage only grows: a reordered, older heartbeat must not lower it.
+                    cost_usd=sa.case((runs.c.cost_usd > cost_usd, runs.c.cost_usd), else_=cost_usd),
+                    tokens=sa.case((runs.c.tokens > tokens, runs.c.tokens), else_=tokens),
+                )
+            )
+            return bool(changed.rowcount)
+
+    async def finish(
+        self, run_id: str, *, reason: ExitReason, at: datetime, cost_usd: float, tokens: int, summary: str = ""
+    ) -> FinishedRun | None:
+        """End the run for ``reason``; None when it already ended (the first end wins, exactly once)."""
+        async with self._engine.begin() as connection:
+            current = (
+                await connection.execute(
+                    sa.select(runs).where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                )
+            ).first()
+            if current is None:
+                return None
+            cost, spent = max(cost_usd, current.cost_usd), max(tokens, current.tokens)
+            ended = await connection.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .values(
+                    state="lost" if reason is ExitReason.LOST else "exited",
+                    ended_at=at,
+                    last_seen_at=at,
+                    exit_reason=reason.value,
+                    cost_usd=cost,
+                    tokens=spent,
+                    summary=summary,
+                )
+            )
+            if not ended.rowcount:
+                return None  # another coordinator ended it between our read and write
+            failed = reason in _FAILURES
+            await connection.execute(
+                issues.update()
+                .where(issues.c.issue_key == current.issue_key)
+                .values(consecutive_failures=issues.c.consecutive_failures + 1 if failed else 0)
+            )
+            await connection.execute(
+                trees.update()
+                .where(trees.c.root_key == current.root_key)
+                .values(cost_usd=trees.c.cost_usd + cost, tokens=trees.c.tokens + spent)
+            )
+            day = at.astimezone(UTC).date()
+            await _upsert(connection, repo_days, {"repo": current.repo, "day": day}, add={"cost_usd": cost})
+            await _event(connection, run_id, at, "exited", reason.value)
+            failures = await connection.scalar(
+                sa.select(issues.c.consecutive_failures).where(issues.c.issue_key == current.issue_key)
+            )
+            record = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).one()
+        return FinishedRun(_record(record), int(failures or 0))
+
+    async def silent_runs(self, *, seen_before: datetime) -> list[RunRecord]:
+        """Active runs not heard from since ``seen_before`` (candidates for ``lost``)."""
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                sa.select(runs).where(runs.c.state.in_(ACTIVE_STATES), runs.c.last_seen_at < seen_before)
+            )
+            return [_record(row) for row in rows]
+
+    async def remember_nudge(self, issue_key: str) -> None:
+        """Note a nudge that must be re-decided when the issue's run ends."""
+        async with self._engine.begin() as connection:
+            await _upsert(connection, issues, {"issue_key": issue_key}, set_={"pending_nudge": True})
+
+    async def take_pending_nudge(self, issue_key: str) -> bool:
+        """Whether a nudge was waiting for the issue (and forget it)."""
+        async with self._engine.begin() as connection:
+            taken = await connection.execute(
+                issues.update()
+                .where(issues.c.issue_key == issue_key, issues.c.pending_nudge.is_(True))
+                .values(pending_nudge=False)
+            )
+            return bool(taken.rowcount)
+
+    async def set_paused(self, paused: bool) -> None:
+        """Pause (or resume) every launch."""
+        async with self._engine.begin() as connection:
+            updated = await connection.execute(
+                settings_table.update().where(settings_table.c.name == "paused").values(value=paused)
+            )
+            if not updated.rowcount:
+                await connection.execute(settings_table.insert().values(name="paused", value=paused))
+
+    async def set_tree_killed(self, root_key: str, killed: bool) -> None:
+        """Turn a tree's kill switch on or off."""
+        async with self._engine.begin() as connection:
+            await _upsert(connection, trees, {"root_key": root_key}, set_={"killed": killed})
+
+    async def runs(
+        self, *, repo: str | None = None, issue_key: str | None = None, states: Sequence[str] = (), limit: int = 100
+    ) -> list[RunRecord]:
+        """Runs, newest first, filtered."""
+        query = sa.select(runs).order_by(runs.c.created_at.desc()).limit(limit)
+        if repo:
+            query = query.where(runs.c.repo == repo)
+        if issue_key:
+            query = query.where(runs.c.issue_key == issue_key)
+        if states:
+            query = query.where(runs.c.state.in_(list(states)))
+        async with self._engine.connect() as connection:
+            return [_record(row) for row in await connection.execute(query)]
+
+    async def close(self) -> None:
+        """Release connections."""
+        await self._engine.dispose()
+
+
+@asynccontextmanager
+async def open_ledger(url: str) -> AsyncIterator[Ledger]:
+    """Open (and migrate) the ledger at ``url``: ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://…``."""
+    engine = create_async_engine(url, pool_pre_ping=True)
+    try:
+        await migrate(engine)
+        ledger = Ledger(engine)
+        yield ledger
+    finally:
+        await engine.dispose()
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Apply the migrations not applied yet, each in its own transaction; returns the schema version."""
+    async with engine.begin() as connection:
+        await connection.run_sync(lambda sync: schema_versions.create(sync, checkfirst=True))
+    for version, migration in enumerate(MIGRATIONS, start=1):
+        async with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":  # concurrent coordinators: one migrates, the others wait
+                await connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('agent_grid_ledger'))"))
+            done = await connection.scalar(
+                sa.select(schema_versions.c.version).where(schema_versions.c.version == version)
+            )
+            if done is None:
+                await migration(connection)
+                await connection.execute(schema_versions.insert().values(version=version, applied_at=datetime.now(UTC)))
+    return len(MIGRATIONS)
+
+
+async def _upsert(
+    connection: AsyncConnection,
+    table: sa.Table,
+    keys: dict[str, Any],
+    *,
+    add: dict[str, Any] | None = None,
+    set_: dict[str, Any] | None = None,
+) -> None:
+    """Add to a totals row's counters and set its values, creating the row when it is missing.
+
+    Dialect-neutral (no ON CONFLICT): update first, insert when nothing matched. Inside the caller's
+    transaction; two coordinators racing on a brand-new row make one of them fail and redeliver.
+    """
+    add, set_ = add or {}, set_ or {}
+    where = sa.and_(*(table.c[name] == value for name, value in keys.items()))
+    values = {name: table.c[name] + amount for name, amount in add.items()} | set_
+    updated = await connection.execute(table.update().where(where).values(**values))
+    if not updated.rowcount:
+        await connection.execute(table.insert().values(**keys, **add, **set_))
+
+
+async def _event(connection: AsyncConnection, run_id: str, at: datetime, kind: str, detail: str) -> None:
+    await connection.execute(run_events.insert().values(run_id=run_id, at=at, kind=kind, detail=detail))
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything the ledger stores is UTC.
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _record(row: Any) -> RunRecord:
+    return RunRecord(
+        run_id=row.run_id,
+        issue_key=row.issue_key,
+        repo=row.repo,
+        root_key=row.root_key,
+        mode=row.mode,
+        agent_kind=row.agent_kind,
+        state=row.state,
+        authorised_by=row.authorised_by,
+        created_at=_aware(row.created_at) or row.created_at,
+        last_seen_at=_aware(row.last_seen_at) or row.last_seen_at,
+        ended_at=_aware(row.ended_at),
+        exit_reason=row.exit_reason,
+        cost_usd=row.cost_usd,
+        tokens=row.tokens,
+    )

@@ -1,0 +1,124 @@
+"""The ledger's tables and their migrations (SQLAlchemy Core: one definition for SQLite and PostgreSQL).
+
+Decision cost must stay flat as history grows, so nothing a decision reads scans history: active runs
+are found through a partial index, and per-issue, per-tree and per-repo-day figures are kept as running
+totals updated in the same transaction as the run they come from.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+ACTIVE_STATES = ("launching", "running")
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("issue_key", sa.String(200), nullable=False),
+    sa.Column("repo", sa.String(200), nullable=False),
+    sa.Column("root_key", sa.String(200), nullable=False),
+    sa.Column("mode", sa.String(20), nullable=False),
+    sa.Column("agent_kind", sa.String(40), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("authorised_by", sa.String(100), nullable=False),
+    sa.Column("trigger_message_id", sa.String(100)),
+    sa.Column("attempt", sa.Integer, nullable=False, default=1),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True)),
+    sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True)),
+    sa.Column("exit_reason", sa.String(40)),
+    sa.Column("worker_id", sa.String(128)),
+    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
+    sa.Column("tokens", sa.BigInteger, nullable=False, default=0),
+    sa.Column("summary", sa.Text),
+    # The lease: at most one active run per issue, enforced by the database for every coordinator.
+    sa.Index(
+        "runs_one_active_per_issue",
+        "issue_key",
+        unique=True,
+        sqlite_where=sa.text("state IN ('launching', 'running')"),
+        postgresql_where=sa.text("state IN ('launching', 'running')"),
+    ),
+    sa.Index(
+        "runs_active",
+        "state",
+        "repo",
+        "root_key",
+        "agent_kind",
+        sqlite_where=sa.text("state IN ('launching', 'running')"),
+        postgresql_where=sa.text("state IN ('launching', 'running')"),
+    ),
+    sa.Index("runs_by_issue", "issue_key", "created_at"),
+)
+
+run_events = sa.Table(
+    "run_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False, default=""),
+)
+
+issues = sa.Table(
+    "issue_totals",
+    metadata,
+    sa.Column("issue_key", sa.String(200), primary_key=True),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, default=0),
+    sa.Column("last_manage_started_at", sa.DateTime(timezone=True)),
+    sa.Column("pending_nudge", sa.Boolean, nullable=False, default=False),
+)
+
+trees = sa.Table(
+    "tree_totals",
+    metadata,
+    sa.Column("root_key", sa.String(200), primary_key=True),
+    sa.Column("authorised_by", sa.String(100)),
+    sa.Column("runs", sa.Integer, nullable=False, default=0),
+    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
+    sa.Column("tokens", sa.BigInteger, nullable=False, default=0),
+    sa.Column("killed", sa.Boolean, nullable=False, default=False),
+)
+
+repo_days = sa.Table(
+    "repo_day_totals",
+    metadata,
+    sa.Column("repo", sa.String(200), primary_key=True),
+    sa.Column("day", sa.Date, primary_key=True),
+    sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
+)
+
+settings_table = sa.Table(
+    "ledger_flags",
+    metadata,
+    sa.Column("name", sa.String(40), primary_key=True),
+    sa.Column("value", sa.Boolean, nullable=False),
+)
+
+schema_versions = sa.Table(
+    "schema_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+type Migration = Callable[[AsyncConnection], Awaitable[None]]
+
+
+async def _initial(connection: AsyncConnection) -> None:
+    await connection.run_sync(
+        lambda sync: metadata.create_all(
+            sync, tables=[runs, run_events, issues, trees, repo_days, settings_table], checkfirst=True
+        )
+    )
+
+
+# Append only: a migration, once released, never changes.
+MIGRATIONS: Sequence[Migration] = (_initial,)

@@ -1,0 +1,141 @@
+"""The run ledger on SQLite and on PostgreSQL: the lease, idempotent transitions, totals, migrations."""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+from agent_grid_contracts.public_lifecycle import ExitReason
+from coordinator.decisions.public_facts import LedgerFacts
+from coordinator.ledger.public_ledger import Ledger, NewRun, open_ledger
+
+POSTGRES_URL = os.environ.get("AGENT_GRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def ledger_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty ledger database: a SQLite file, or a throwaway PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}"
+        return
+    try:
+        admin = await asyncpg.connect(POSTGRES_URL, timeout=3)
+    except (OSError, asyncpg.PostgresError) as error:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL at {POSTGRES_URL}: {error}")
+    name = f"ledger_{uuid.uuid4().hex[:12]}"
+    await admin.execute(f"CREATE DATABASE {name}")
+    base, _, _ = POSTGRES_URL.rpartition("/")
+    try:
+        yield f"{base.replace('postgresql://', 'postgresql+asyncpg://', 1)}/{name}"
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        await admin.close()
+
+
+@pytest.fixture
+async def ledger(ledger_url: str) -> AsyncIterator[Ledger]:
+    async with open_ledger(ledger_url) as opened:
+        yield opened
+
+
+def new_run(run_id: str, issue: int = 7, *, mode: str = "plan", root: int = 1) -> NewRun:
+    return NewRun(
+        run_id=run_id,
+        issue_key=f"github:octo/widgets#{issue}",
+        repo="octo/widgets",
+        root_key=f"github:octo/widgets#{root}",
+        mode=mode,
+        agent_kind="claude_code",
+        authorised_by="alice",
+        trigger_message_id="m-1",
+    )
+
+
+async def facts(ledger: Ledger, issue: int = 7, root: int = 1) -> LedgerFacts:
+    return await ledger.facts(
+        issue_key=f"github:octo/widgets#{issue}",
+        repo="octo/widgets",
+        root_key=f"github:octo/widgets#{root}",
+        agent_kind="claude_code",
+        today=NOW.date(),
+    )
+
+
+async def test_the_lease_admits_one_active_run_per_issue_even_when_raced(ledger: Ledger) -> None:
+    attempts = await asyncio.gather(*(ledger.start_run(new_run(f"run-{n}"), now=NOW) for n in range(8)))
+    assert attempts.count(True) == 1
+    winner = f"run-{attempts.index(True)}"
+    assert (await facts(ledger)).active_run_on_issue == winner
+
+    finished = await ledger.finish(winner, reason=ExitReason.SUCCESS, at=NOW, cost_usd=1.5, tokens=1000)
+    assert finished is not None
+    assert await ledger.start_run(new_run("run-next"), now=NOW)  # the lease is free again
+
+
+async def test_every_run_ends_exactly_once_and_usage_only_grows(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("run-1"), now=NOW)
+    assert await ledger.mark_started("run-1", worker_id="w1", at=NOW)
+    assert await ledger.heartbeat("run-1", at=NOW, cost_usd=0.5, tokens=500)
+    assert await ledger.heartbeat("run-1", at=NOW, cost_usd=0.2, tokens=100)  # late, older heartbeat
+    during = await facts(ledger)
+    assert (during.tree_cost_usd, during.tree_tokens) == (0.5, 500)
+
+    first = await ledger.finish("run-1", reason=ExitReason.FAILED, at=NOW, cost_usd=0.75, tokens=700)
+    again = await ledger.finish("run-1", reason=ExitReason.SUCCESS, at=NOW, cost_usd=9.0, tokens=9)
+    assert first is not None
+    assert again is None  # a redelivered or contradicting exit changes nothing
+    assert (first.run.exit_reason, first.consecutive_failures) == ("failed", 1)
+    assert not await ledger.mark_started("run-1", worker_id="w2", at=NOW)  # a late start does not revive it
+
+    after = await facts(ledger)
+    assert after.tree_cost_usd == pytest.approx(0.75)
+    assert after.repo_cost_today_usd == pytest.approx(0.75)
+    assert (after.runs_on_issue, after.runs_in_tree, after.active_total) == (1, 1, 0)
+
+
+async def test_failures_in_a_row_count_until_a_success(ledger: Ledger) -> None:
+    for n, reason in enumerate([ExitReason.FAILED, ExitReason.STALLED, ExitReason.SUCCESS, ExitReason.LOST]):
+        assert await ledger.start_run(new_run(f"run-{n}"), now=NOW)
+        finished = await ledger.finish(f"run-{n}", reason=reason, at=NOW, cost_usd=0, tokens=0)
+        assert finished is not None
+    assert (await facts(ledger)).consecutive_failures == 1
+
+
+async def test_the_tree_remembers_its_authoriser_counts_and_kill_switch(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("root-run", issue=1, mode="manage"), now=NOW)
+    assert await ledger.start_run(new_run("child-run", issue=2), now=NOW)
+    child = await facts(ledger, issue=2)
+    assert child.tree_authorised_by == "alice"
+    assert (child.active_total, child.active_in_tree, child.runs_in_tree) == (2, 2, 2)
+    root = await facts(ledger, issue=1)
+    assert root.last_manage_started_at == NOW
+
+    await ledger.set_tree_killed("github:octo/widgets#1", True)
+    await ledger.set_paused(True)
+    stopped = await facts(ledger, issue=2)
+    assert (stopped.tree_killed, stopped.paused) == (True, True)
+
+
+async def test_pending_nudges_are_taken_once_and_silent_runs_are_found(ledger: Ledger) -> None:
+    await ledger.remember_nudge("github:octo/widgets#7")
+    assert await ledger.take_pending_nudge("github:octo/widgets#7")
+    assert not await ledger.take_pending_nudge("github:octo/widgets#7")
+
+    assert await ledger.start_run(new_run("quiet"), now=NOW - timedelta(minutes=10))
+    assert await ledger.start_run(new_run("chatty", issue=8), now=NOW)
+    silent = await ledger.silent_runs(seen_before=NOW - timedelta(minutes=5))
+    assert [run.run_id for run in silent] == ["quiet"]
+
+
+async def test_reopening_a_migrated_ledger_keeps_its_data(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        assert await first.start_run(new_run("kept"), now=NOW)
+    async with open_ledger(ledger_url) as second:
+        assert [run.run_id for run in await second.runs(issue_key="github:octo/widgets#7")] == ["kept"]

@@ -32,6 +32,10 @@ def test_service_process_is_healthy_and_stops_gracefully_on_sigterm(
         f"{prefix}HTTP__PORT": str(port),
         f"{prefix}QUEUES__PREFIX": f"proc{port}",
         f"{prefix}LOG__FORMAT": "json",
+        # The coordinator needs a tracker and a ledger to start; nothing here makes it call the tracker.
+        "COORDINATOR_GITHUB__API_URL": "http://127.0.0.1:9/",
+        "COORDINATOR_GITHUB__TOKEN": "unused",
+        "COORDINATOR_LEDGER_URL": f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
     }
     executable = Path(sys.executable).parent / command
     log = (tmp_path / "service.log").open("wb")

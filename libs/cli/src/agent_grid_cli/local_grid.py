@@ -3,6 +3,7 @@
 import json
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,6 @@ class LocalService:
 # The stand-in for GitHub: the project's GitHub test server, seeded with a demo organization, a person, our
 # bot account and a webhook to the issue-tracker. Create issues with alice's token; the grid acts as the bot.
 LOCAL_GITHUB = LocalService("github", "agent_grid_github_test_server", "", 8765)
-LOCAL_GITHUB_URL = f"http://127.0.0.1:{LOCAL_GITHUB.port}/"
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
 LOCAL_HUMAN_TOKEN = "local-dev-alice-token"
 LOCAL_BOT_TOKEN = "local-dev-bot-token"
@@ -40,7 +40,6 @@ LOCAL_GITHUB_SEED = {
         {"login": "alice", "token": LOCAL_HUMAN_TOKEN},
         {"login": "agent-grid[bot]", "token": LOCAL_BOT_TOKEN},
     ],
-    "webhooks": [{"url": "http://127.0.0.1:8001/webhooks/github", "secret": LOCAL_WEBHOOK_SECRET}],
 }
 
 SERVICES = (
@@ -50,7 +49,21 @@ SERVICES = (
 )
 
 
-def service_environment(service: LocalService, endpoint_url: str, base: dict[str, str]) -> dict[str, str]:
+def github_port(base: dict[str, str]) -> int:
+    """The GitHub stand-in's port (``AGENT_GRID_GITHUB_PORT``, default 8765)."""
+    return int(base.get("AGENT_GRID_GITHUB_PORT", LOCAL_GITHUB.port))
+
+
+def github_seed(base: dict[str, str]) -> dict[str, object]:
+    """The stand-in's seed, its webhook pointed at wherever the issue-tracker listens."""
+    tracker_port = base.get("ISSUE_TRACKER_HTTP__PORT", "8001")
+    hook = {"url": f"http://127.0.0.1:{tracker_port}/webhooks/github", "secret": LOCAL_WEBHOOK_SECRET}
+    return {**LOCAL_GITHUB_SEED, "webhooks": [hook]}
+
+
+def service_environment(
+    service: LocalService, endpoint_url: str, base: dict[str, str], state_dir: Path
+) -> dict[str, str]:
     prefix = service.env_prefix
     if not prefix:  # the GitHub stand-in: no broker, no settings of ours
         return {**base, "PYTHONUNBUFFERED": "1"}
@@ -58,7 +71,11 @@ def service_environment(service: LocalService, endpoint_url: str, base: dict[str
         **base,
         # Shared with the local GitHub stand-in's webhook; `curl` and the tests sign deliveries with it too.
         "ISSUE_TRACKER_WEBHOOK__SECRET": base.get("ISSUE_TRACKER_WEBHOOK__SECRET", LOCAL_WEBHOOK_SECRET),
-        f"{prefix}GITHUB__API_URL": base.get(f"{prefix}GITHUB__API_URL", LOCAL_GITHUB_URL),
+        f"{prefix}GITHUB__API_URL": base.get(f"{prefix}GITHUB__API_URL", f"http://127.0.0.1:{github_port(base)}/"),
+        # The stand-in starts empty every time, so the ledger does too (set COORDINATOR_LEDGER_URL to keep one).
+        "COORDINATOR_LEDGER_URL": base.get(
+            "COORDINATOR_LEDGER_URL", f"sqlite+aiosqlite:///{state_dir / 'ledger.sqlite3'}"
+        ),
         f"{prefix}GITHUB__TOKEN": base.get(f"{prefix}GITHUB__TOKEN", LOCAL_BOT_TOKEN),
         f"{prefix}AWS__ENDPOINT_URL": endpoint_url,
         f"{prefix}AWS__REGION": base.get(f"{prefix}AWS__REGION", "us-east-1"),
@@ -126,6 +143,8 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
     signal.signal(signal.SIGINT, request_stop)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     output = _OutputPump()
+    base = dict(os.environ)
+    state_dir = Path(tempfile.mkdtemp(prefix="agent-grid-local-"))  # the stand-in's seed, the ledger
     started_broker = False
     exit_code = 0
     try:
@@ -133,10 +152,10 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
         started_broker = broker.start()
         if not started_broker:
             print(f"broker: already running on {broker.endpoint_url}; using it and leaving it running", flush=True)
-        seed = Path(tempfile.mkdtemp(prefix="agent-grid-github-")) / "seed.json"
-        seed.write_text(json.dumps(LOCAL_GITHUB_SEED))
+        seed = state_dir / "github-seed.json"
+        seed.write_text(json.dumps(github_seed(base)))
         commands = {
-            LOCAL_GITHUB: ["--port", str(LOCAL_GITHUB.port), "--seed", str(seed)],
+            LOCAL_GITHUB: ["--port", str(github_port(base)), "--seed", str(seed)],
             **{service: [] for service in SERVICES},
         }
         for service, arguments in commands.items():
@@ -144,7 +163,7 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
                 break
             process = subprocess.Popen(  # our own interpreter and modules
                 [sys.executable, "-m", service.module, *arguments],
-                env=service_environment(service, broker.endpoint_url, dict(os.environ)),
+                env=service_environment(service, broker.endpoint_url, base, state_dir),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -158,8 +177,8 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
             print(f"{service.name}: started (pid {process.pid}) on http://127.0.0.1:{service.port}", flush=True)
         if not stopping:
             print(
-                f"grid: running; Ctrl-C stops it. GitHub stand-in: {LOCAL_GITHUB_URL} (repo demo/widgets; "
-                f"as a person: Authorization: token {LOCAL_HUMAN_TOKEN})",
+                f"grid: running; Ctrl-C stops it. GitHub stand-in: http://127.0.0.1:{github_port(base)}/ "
+                f"(repo demo/widgets; as a person: Authorization: token {LOCAL_HUMAN_TOKEN})",
                 flush=True,
             )
         while not stopping:
@@ -173,6 +192,7 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
         _stop_services(processes, output)
         if started_broker and not keep_broker:
             broker.stop()
+        shutil.rmtree(state_dir, ignore_errors=True)
         print("grid: stopped", flush=True)
     return exit_code
 

@@ -37,9 +37,11 @@ def healthy(port: int) -> bool:
 def test_run_local_starts_a_working_grid_and_stops_it_on_ctrl_c(tmp_path: Path) -> None:
     broker_port = find_free_port()
     ports = {"ISSUE_TRACKER_": find_free_port(), "COORDINATOR_": find_free_port(), "EXECUTION_GRID_": find_free_port()}
+    github_port = find_free_port()
     env = {
         **os.environ,
         "AGENT_GRID_BROKER_PORT": str(broker_port),
+        "AGENT_GRID_GITHUB_PORT": str(github_port),
         "AGENT_GRID_AWS__ENDPOINT_URL": f"http://127.0.0.1:{broker_port}",
         **{f"{prefix}HTTP__PORT": str(port) for prefix, port in ports.items()},
     }
@@ -53,7 +55,30 @@ def test_run_local_starts_a_working_grid_and_stops_it_on_ctrl_c(tmp_path: Path) 
                 [cli, "nudge", "octo/widgets#7"], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
             )
             assert nudged.returncode == 0, nudged.stderr
-            wait_for(lambda: b"nudge_received" in log_path.read_bytes(), 20, "the coordinator to consume it", log_path)
+            wait_for(lambda: b"nudge_dropped" in log_path.read_bytes(), 20, "the coordinator to consume it", log_path)
+
+            # The whole loop through the GitHub stand-in: alice opens an opted-in issue, its signed webhook
+            # becomes a nudge, the coordinator launches a run and says so on the issue.
+            github = f"http://127.0.0.1:{github_port}"
+            opened = httpx.post(
+                f"{github}/repos/demo/widgets/issues",
+                headers={"Authorization": "token local-dev-alice-token"},
+                json={"title": "Hello grid", "labels": ["agent-grid"]},
+                timeout=5,
+            )
+            assert opened.status_code == 201, opened.text
+            number = opened.json()["number"]
+            wait_for(lambda: b"run_launched" in log_path.read_bytes(), 30, "a launch", log_path)
+
+            def status_says_running() -> bool:
+                comments = httpx.get(
+                    f"{github}/repos/demo/widgets/issues/{number}/comments",
+                    headers={"Authorization": "token local-dev-alice-token"},
+                    timeout=5,
+                ).json()
+                return any("running" in comment["body"] for comment in comments)
+
+            wait_for(status_says_running, 15, "the status comment", log_path)
 
             grid.send_signal(signal.SIGINT)
             assert grid.wait(timeout=60) == 0

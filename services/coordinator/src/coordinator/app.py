@@ -1,59 +1,93 @@
-"""Composition root of the coordinator: the FastAPI app, whose lifespan runs the nudge and lifecycle consumers."""
+"""Composition root of the coordinator: the FastAPI app, whose lifespan runs the consumers and the sweep."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import timedelta
 
 import structlog
-from agent_grid_contracts.public_envelope import Envelope
 from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted
 from agent_grid_contracts.public_nudges import Nudge
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime, running_consumers
-from agent_grid_runtime.public_sqs import Consumer, Handlers, MessageContext
+from agent_grid_runtime.public_sqs import Consumer, Handlers
 from agent_grid_runtime.public_transport import QueueTransport
+from agent_grid_tracker.public_github import open_github_tracker
+from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
 
+from coordinator.handling.public_coordinator import Coordinator
+from coordinator.ledger.public_ledger import open_ledger
 from coordinator.settings import Settings
 
 SERVICE = "coordinator"
 _log = structlog.get_logger(__name__)
 
 
-# The decision logic (eligibility, budgets, leases, launches) arrives with the coordinator issue; until then
-# the coordinator acknowledges what it receives and records it in its logs and metrics.
-async def handle_nudge(envelope: Envelope[Nudge], context: MessageContext) -> None:
-    _log.info(
-        "nudge_received",
-        issue=envelope.body.issue.key,
-        reason=envelope.body.reason.value,
-        receive_count=context.receive_count,
-    )
-
-
-async def handle_lifecycle(
-    envelope: Envelope[AgentStarted] | Envelope[AgentHeartbeat] | Envelope[AgentExited], context: MessageContext
-) -> None:
-    _log.info("lifecycle_received", run_id=envelope.body.run_id, receive_count=context.receive_count)
-
-
-def create_app(settings: Settings, *, transport: QueueTransport | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, transport: QueueTransport | None = None, tracker: Tracker | None = None
+) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_service_runtime(settings, service=SERVICE, transport=transport) as runtime:
-            nudges = runtime.consumer(QueueName.NUDGES, Handlers().on(Nudge, handle_nudge), settings.nudge_consumer)
+        async with AsyncExitStack() as stack:
+            the_tracker: Tracker
+            if tracker is not None:
+                the_tracker = tracker
+            elif settings.github is not None:
+                the_tracker = await stack.enter_async_context(open_github_tracker(settings.github))
+            else:
+                raise RuntimeError("the coordinator needs the tracker: set COORDINATOR_GITHUB__TOKEN (or __APP__…)")
+            ledger = await stack.enter_async_context(open_ledger(settings.ledger_url))
+            runtime = await stack.enter_async_context(
+                open_service_runtime(settings, service=SERVICE, transport=transport)
+            )
+            coordinator = Coordinator(
+                tracker=the_tracker,
+                ledger=ledger,
+                launches=runtime.publisher(QueueName.LAUNCHES),
+                nudges=runtime.publisher(QueueName.NUDGES),
+                policy=settings.policy,
+            )
+            nudges = runtime.consumer(
+                QueueName.NUDGES, Handlers().on(Nudge, coordinator.on_nudge), settings.nudge_consumer
+            )
             lifecycle = runtime.consumer(
                 QueueName.LIFECYCLE,
                 Handlers()
-                .on(AgentStarted, handle_lifecycle)
-                .on(AgentHeartbeat, handle_lifecycle)
-                .on(AgentExited, handle_lifecycle),
+                .on(AgentStarted, coordinator.on_started)
+                .on(AgentHeartbeat, coordinator.on_heartbeat)
+                .on(AgentExited, coordinator.on_exited),
                 settings.lifecycle_consumer,
             )
             app.include_router(runtime.ops_router({"consumers": lambda: _all_running(nudges, lifecycle)}))
+            await stack.enter_async_context(_sweeping(coordinator, settings))
             async with running_consumers([nudges, lifecycle]):
                 yield
 
     return FastAPI(title="agent-grid coordinator", lifespan=lifespan)
+
+
+@asynccontextmanager
+async def _sweeping(coordinator: Coordinator, settings: Settings) -> AsyncIterator[None]:
+    """Declare silent runs lost every ``sweep_interval_s``, releasing their leases."""
+    stop = asyncio.Event()
+
+    async def sweep() -> None:
+        while not stop.is_set():
+            try:
+                await coordinator.sweep_lost_runs(silent_for=timedelta(seconds=settings.lost_after_s))
+            except Exception:
+                _log.exception("sweep_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=settings.sweep_interval_s)
+
+    task = asyncio.create_task(sweep(), name="lost-run-sweep")
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
 
 
 async def _all_running(*consumers: Consumer) -> bool:

@@ -1,9 +1,15 @@
+from typing import Annotated
+
 from agent_grid_runtime.public_settings import (
     BaseServiceSettings,
     ConsumerSettings,
     HttpSettings,
     service_settings_config,
 )
+from agent_grid_tracker.public_github import GitHubSettings
+from pydantic import Field
+
+from coordinator.decisions.public_policy import Policy
 
 
 class Settings(BaseServiceSettings):
@@ -14,3 +20,12 @@ class Settings(BaseServiceSettings):
     http: HttpSettings = HttpSettings(port=8002)
     nudge_consumer: ConsumerSettings = ConsumerSettings()
     lifecycle_consumer: ConsumerSettings = ConsumerSettings()
+    # The rules: opt-in, trust, caps (COORDINATOR_POLICY__CAPS__MAX_ACTIVE_RUNS=…), management timing.
+    policy: Policy = Policy()
+    # The tracker's credentials (COORDINATOR_GITHUB__TOKEN or __APP__…): without them nothing can be decided.
+    github: GitHubSettings | None = None
+    # SQLite by default; postgresql+asyncpg://… in production.
+    ledger_url: str = "sqlite+aiosqlite:///.local/coordinator/ledger.sqlite3"
+    # A run not heard from (no start, heartbeat or exit) for this long is declared lost and its lease released.
+    lost_after_s: Annotated[float, Field(gt=0)] = 600.0
+    sweep_interval_s: Annotated[float, Field(gt=0)] = 30.0

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -312,6 +313,8 @@ class Ledger:
 @asynccontextmanager
 async def open_ledger(url: str) -> AsyncIterator[Ledger]:
     """Open (and migrate) the ledger at ``url``: ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://…``."""
+    if url.startswith("sqlite") and ":///" in url:
+        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     engine = create_async_engine(url, pool_pre_ping=True)
     try:
         await migrate(engine)

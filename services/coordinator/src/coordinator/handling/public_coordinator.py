@@ -1,0 +1,266 @@
+"""The coordinator's message handling: nudges become decisions, lifecycle events move runs along.
+
+Thin adapters around the pure decision: read the issue (tracker) and the counts (ledger), decide, then
+act in an order that survives a crash at any point. A launch takes the ledger's lease before the launch
+command is published, so a redelivered nudge finds the lease taken; a crash between the two leaves a run
+``launching`` that the sweep declares lost, releasing the lease. GitHub writes (status comment,
+assignee, labels) come last and are best effort: GitHub shows state, the ledger owns it.
+"""
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+from agent_grid_contracts.public_envelope import Envelope, wrap
+from agent_grid_contracts.public_issues import IssueRef
+from agent_grid_contracts.public_launches import LaunchAgent, RunLimits
+from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted, ExitReason
+from agent_grid_contracts.public_nudges import Nudge, NudgeReason, NudgeSource
+from agent_grid_runtime.public_sqs import MessageContext, Publisher, PublishError, RetryLater
+from agent_grid_tracker.public_tracker import (
+    IssueNotFound,
+    IssueState,
+    IssueView,
+    RateLimited,
+    Tracker,
+    TrackerError,
+    TrackerUnavailable,
+)
+
+from coordinator.decisions.public_decide import decide_launch
+from coordinator.decisions.public_facts import Trigger
+from coordinator.decisions.public_policy import Policy
+from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
+from coordinator.handling import status
+from coordinator.handling.facts import issue_facts
+from coordinator.ledger.public_ledger import Ledger, NewRun
+
+__all__ = ["Coordinator"]
+
+_log = structlog.get_logger(__name__)
+_MAX_SQS_DELAY_S = 900
+# Waits that end when something else happens (a run ends, a slot frees): re-decide the issue then.
+_REMEMBERED = frozenset({WaitReason.RUN_IN_FLIGHT, WaitReason.CONCURRENCY, WaitReason.PAUSED})
+
+
+@dataclass
+class Coordinator:
+    """Decides on nudges and records lifecycle events. One instance per process; stateless between messages."""
+
+    tracker: Tracker
+    ledger: Ledger
+    launches: Publisher
+    nudges: Publisher
+    policy: Policy
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+
+    async def on_nudge(self, envelope: Envelope[Nudge], context: MessageContext) -> None:
+        """Decide whether the nudged issue gets a run now, and act on the verdict."""
+        nudge = envelope.body
+        try:
+            view, ancestors = await self._read_tree(nudge.issue)
+        except IssueNotFound:
+            _log.info("nudge_dropped", issue=nudge.issue.key, reason="the issue does not exist or is hidden")
+            return
+        facts = issue_facts(view, ancestors)
+        now = self.clock()
+        ledger_facts = await self.ledger.facts(
+            issue_key=facts.ref.key,
+            repo=facts.ref.repo,
+            root_key=facts.root.key,
+            agent_kind=self.policy.agent_kind,
+            today=now.date(),
+        )
+        verdict = decide_launch(facts, ledger_facts, Trigger(nudge.reason, nudge.actor), self.policy, now)
+        _log.info(
+            "nudge_decided",
+            issue=facts.ref.key,
+            reason=nudge.reason.value,
+            verdict=type(verdict).__name__.lower(),
+            detail=_detail(verdict),
+            receive_count=context.receive_count,
+        )
+        await self._act(verdict, envelope, view, facts.root, now)
+
+    async def on_started(self, envelope: Envelope[AgentStarted], _context: MessageContext) -> None:
+        """The grid started the run."""
+        event = envelope.body
+        if not await self.ledger.mark_started(event.run_id, worker_id=event.worker_id, at=event.started_at):
+            _log.info("start_ignored", run_id=event.run_id, reason="unknown or already ended run")
+
+    async def on_heartbeat(self, envelope: Envelope[AgentHeartbeat], _context: MessageContext) -> None:
+        """The run is alive; record what it has spent."""
+        event = envelope.body
+        await self.ledger.heartbeat(
+            event.run_id, at=self.clock(), cost_usd=event.usage.cost_usd, tokens=event.usage.total_tokens
+        )
+
+    async def on_exited(self, envelope: Envelope[AgentExited], _context: MessageContext) -> None:
+        """The run ended: record it once, tell the issue, and nudge what comes next."""
+        event = envelope.body
+        await self._end_run(
+            event.run_id,
+            event.reason,
+            cost_usd=event.usage.cost_usd,
+            tokens=event.usage.total_tokens,
+            summary=event.summary,
+        )
+
+    async def sweep_lost_runs(self, *, silent_for: timedelta) -> int:
+        """Declare runs not heard from for ``silent_for`` lost, releasing their leases; returns how many."""
+        lost = await self.ledger.silent_runs(seen_before=self.clock() - silent_for)
+        for run in lost:
+            _log.warning("run_lost", run_id=run.run_id, issue=run.issue_key, last_seen_at=run.last_seen_at.isoformat())
+            await self._end_run(run.run_id, ExitReason.LOST, cost_usd=run.cost_usd, tokens=run.tokens, summary="")
+        return len(lost)
+
+    async def _read_tree(self, ref: IssueRef) -> tuple[IssueView, list[IssueView]]:
+        try:
+            view = await self.tracker.view(ref)
+            ancestors: list[IssueView] = []
+            parent = view.parent
+            while parent is not None and len(ancestors) <= self.policy.caps.max_tree_depth:
+                above = await self.tracker.view(parent.ref, comments=1)
+                ancestors.append(above)
+                parent = above.parent
+        except RateLimited as error:
+            raise RetryLater(int(min(error.retry_after_s, 900)) + 1, f"tracker rate limited: {error}") from error
+        except TrackerUnavailable as error:
+            raise RetryLater(30, f"tracker unavailable: {error}") from error
+        return view, ancestors
+
+    async def _act(
+        self, verdict: Verdict, envelope: Envelope[Nudge], view: IssueView, root: IssueRef, now: datetime
+    ) -> None:
+        ref = view.issue.ref
+        match verdict:
+            case Launch():
+                await self._launch(verdict, envelope, ref, root, now)
+            case Wait():
+                if verdict.reason in _REMEMBERED:
+                    await self.ledger.remember_nudge(ref.key)
+                if verdict.reason is WaitReason.RESUMED_RECENTLY and verdict.not_before is not None:
+                    delay = int((verdict.not_before - now).total_seconds()) + 1
+                    await self._nudge(ref, NudgeReason.MANAGEMENT_DUE, "resume when allowed", delay_s=delay)
+                if verdict.reason is not WaitReason.RUN_IN_FLIGHT:
+                    await self._write_status(ref, status.waiting(verdict, now))
+            case Refuse():
+                if verdict.escalate:
+                    await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
+                text = status.refused(verdict, now, needs_human_label=self.policy.needs_human_label)
+                await self._write_status(ref, text)
+            case Ignore():
+                pass
+
+    async def _launch(
+        self, verdict: Launch, envelope: Envelope[Nudge], ref: IssueRef, root: IssueRef, now: datetime
+    ) -> None:
+        run_id = f"run-{uuid.uuid4().hex[:20]}"
+        run = NewRun(
+            run_id=run_id,
+            issue_key=ref.key,
+            repo=ref.repo,
+            root_key=root.key,
+            mode=verdict.mode.value,
+            agent_kind=verdict.agent_kind,
+            authorised_by=verdict.authorised_by,
+            trigger_message_id=str(envelope.message_id),
+        )
+        if not await self.ledger.start_run(run, now=now):
+            # Another coordinator (or a redelivery of this nudge) took the lease first.
+            await self.ledger.remember_nudge(ref.key)
+            _log.info("launch_lost_race", issue=ref.key)
+            return
+        launch = LaunchAgent(
+            run_id=run_id,
+            issue=ref,
+            root_issue=root,
+            mode=verdict.mode,
+            agent_kind=verdict.agent_kind,
+            limits=RunLimits(max_cost_usd=verdict.max_cost_usd, max_tokens=verdict.max_tokens),
+            prompt_inputs={"authorised_by": verdict.authorised_by},
+        )
+        try:
+            await self.launches.publish(wrap(launch, producer="coordinator", cause=envelope))
+        except PublishError as error:
+            await self.ledger.finish(run_id, reason=ExitReason.LAUNCH_FAILED, at=now, cost_usd=0, tokens=0)
+            raise RetryLater(10, f"launch not published: {error}") from error
+        _log.info("run_launched", run_id=run_id, issue=ref.key, mode=verdict.mode.value)
+        await self._best_effort("assign the bot", self.tracker.add_assignees(ref, (self.policy.bot_login,)))
+        await self._write_status(ref, status.launched(verdict, run_id, now))
+
+    async def _end_run(
+        self,
+        run_id: str,
+        reason: ExitReason,
+        *,
+        cost_usd: float,
+        tokens: int,
+        summary: str,
+    ) -> None:
+        now = self.clock()
+        ended = await self.ledger.finish(
+            run_id, reason=reason, at=now, cost_usd=cost_usd, tokens=tokens, summary=summary
+        )
+        if ended is None:
+            return  # already ended: a repeated or late exit changes nothing
+        run = ended.run
+        ref = _ref_of_key(run.issue_key)
+        _log.info("run_ended", run_id=run_id, issue=run.issue_key, reason=reason.value, cost_usd=run.cost_usd)
+        await self._best_effort("unassign the bot", self.tracker.remove_assignees(ref, (self.policy.bot_login,)))
+        text = status.finished(run_id, reason.value, run.cost_usd, run.tokens, now, summary)
+        await self._write_status(ref, text)
+        if ended.consecutive_failures >= self.policy.caps.max_consecutive_failures:
+            await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
+        await self._follow_up(ref, reason)
+
+    async def _follow_up(self, ref: IssueRef, reason: ExitReason) -> None:
+        """Next sibling first, then the parent (early management), then the issue itself if a nudge waited."""
+        if await self.ledger.take_pending_nudge(ref.key) or reason is ExitReason.LOST:
+            await self._nudge(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended")
+        try:
+            view = await self.tracker.view(ref, comments=1)
+            parent = await self.tracker.view(view.parent.ref, comments=1) if view.parent else None
+        except TrackerError as error:
+            _log.warning("follow_up_unavailable", issue=ref.key, error=str(error))
+            return
+        if parent is not None:
+            siblings = [
+                child for child in parent.children if child.state is IssueState.OPEN and child.ref != view.issue.ref
+            ]
+            if siblings:
+                await self._nudge(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished")
+            await self._nudge(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished")
+
+    async def _nudge(self, ref: IssueRef, reason: NudgeReason, detail: str, *, delay_s: int = 0) -> None:
+        nudge = Nudge(issue=ref, reason=reason, source=NudgeSource.COORDINATOR, detail=detail)
+        await self.nudges.publish(wrap(nudge, producer="coordinator"), delay_s=min(max(delay_s, 0), _MAX_SQS_DELAY_S))
+
+    async def _write_status(self, ref: IssueRef, text: str) -> None:
+        await self._best_effort("status comment", self.tracker.upsert_sticky_comment(ref, status.STATUS_KEY, text))
+
+    async def _best_effort(self, what: str, write: Awaitable[object]) -> None:
+        try:
+            await write
+        except TrackerError as error:
+            _log.warning("tracker_write_failed", what=what, error=str(error))
+
+
+def _ref_of_key(key: str) -> IssueRef:
+    tracker, _, rest = key.partition(":")
+    repo, _, number = rest.rpartition("#")
+    return IssueRef(tracker=tracker, repo=repo, number=int(number))
+
+
+def _detail(verdict: Verdict) -> str:
+    match verdict:
+        case Launch():
+            return f"{verdict.mode.value} for {verdict.authorised_by}"
+        case Wait():
+            return verdict.detail
+        case Refuse():
+            return f"{verdict.cap}: {verdict.detail}"
+        case Ignore():
+            return verdict.reason

@@ -124,9 +124,13 @@ async def test_the_tree_remembers_its_authoriser_counts_and_kill_switch(ledger: 
 
 
 async def test_pending_nudges_are_taken_once_and_silent_runs_are_found(ledger: Ledger) -> None:
-    await ledger.remember_nudge("github:octo/widgets#7")
-    assert await ledger.take_pending_nudge("github:octo/widgets#7")
-    assert not await ledger.take_pending_nudge("github:octo/widgets#7")
+    key = "github:octo/widgets#7"
+    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5))
+    assert not await ledger.take_pending_nudge(key, newer_than=NOW)  # sent before the run began: no news
+    await ledger.remember_nudge(key, sent_at=NOW + timedelta(seconds=5))
+    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5))  # an older one does not overwrite
+    assert await ledger.take_pending_nudge(key, newer_than=NOW)
+    assert not await ledger.take_pending_nudge(key, newer_than=NOW)  # taken once
 
     assert await ledger.start_run(new_run("quiet"), now=NOW - timedelta(minutes=10))
     assert await ledger.start_run(new_run("chatty", issue=8), now=NOW)

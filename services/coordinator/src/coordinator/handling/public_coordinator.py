@@ -140,7 +140,7 @@ class Coordinator:
                 await self._launch(verdict, envelope, ref, root, now)
             case Wait():
                 if verdict.reason in _REMEMBERED:
-                    await self.ledger.remember_nudge(ref.key)
+                    await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at)
                 if verdict.reason is WaitReason.RESUMED_RECENTLY and verdict.not_before is not None:
                     delay = int((verdict.not_before - now).total_seconds()) + 1
                     await self._nudge(ref, NudgeReason.MANAGEMENT_DUE, "resume when allowed", delay_s=delay)
@@ -170,7 +170,7 @@ class Coordinator:
         )
         if not await self.ledger.start_run(run, now=now):
             # Another coordinator (or a redelivery of this nudge) took the lease first.
-            await self.ledger.remember_nudge(ref.key)
+            await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at)
             _log.info("launch_lost_race", issue=ref.key)
             return
         launch = LaunchAgent(
@@ -214,11 +214,11 @@ class Coordinator:
         await self._write_status(ref, text)
         if ended.consecutive_failures >= self.policy.caps.max_consecutive_failures:
             await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
-        await self._follow_up(ref, reason)
+        await self._follow_up(ref, reason, run_began=run.created_at)
 
-    async def _follow_up(self, ref: IssueRef, reason: ExitReason) -> None:
-        """Next sibling first, then the parent (early management), then the issue itself if a nudge waited."""
-        if await self.ledger.take_pending_nudge(ref.key) or reason is ExitReason.LOST:
+    async def _follow_up(self, ref: IssueRef, reason: ExitReason, *, run_began: datetime) -> None:
+        """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent."""
+        if await self.ledger.take_pending_nudge(ref.key, newer_than=run_began) or reason is ExitReason.LOST:
             await self._nudge(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended")
         try:
             view = await self.tracker.view(ref, comments=1)

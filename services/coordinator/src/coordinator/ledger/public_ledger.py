@@ -166,7 +166,7 @@ class Ledger:
                     issues,
                     {"issue_key": run.issue_key},
                     add={"runs": 1},
-                    set_={"pending_nudge": False, **manage},
+                    set_=manage,
                 )
                 await _upsert(connection, trees, {"root_key": run.root_key}, add={"runs": 1})
                 await connection.execute(
@@ -262,20 +262,21 @@ class Ledger:
             )
             return [_record(row) for row in rows]
 
-    async def remember_nudge(self, issue_key: str) -> None:
-        """Note a nudge that must be re-decided when the issue's run ends."""
+    async def remember_nudge(self, issue_key: str, *, sent_at: datetime) -> None:
+        """Note a nudge, sent at ``sent_at``, that waits for the issue's run in flight to end."""
         async with self._engine.begin() as connection:
-            await _upsert(connection, issues, {"issue_key": issue_key}, set_={"pending_nudge": True})
+            row = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
+            if row is None or _aware(row) < sent_at:  # type: ignore[operator]
+                await _upsert(connection, issues, {"issue_key": issue_key}, set_={"pending_since": sent_at})
 
-    async def take_pending_nudge(self, issue_key: str) -> bool:
-        """Whether a nudge was waiting for the issue (and forget it)."""
+    async def take_pending_nudge(self, issue_key: str, *, newer_than: datetime) -> bool:
+        """Whether a nudge sent after ``newer_than`` waited for the issue; forgets waiting nudges either way."""
         async with self._engine.begin() as connection:
-            taken = await connection.execute(
-                issues.update()
-                .where(issues.c.issue_key == issue_key, issues.c.pending_nudge.is_(True))
-                .values(pending_nudge=False)
-            )
-            return bool(taken.rowcount)
+            pending = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
+            if pending is None:
+                return False
+            await connection.execute(issues.update().where(issues.c.issue_key == issue_key).values(pending_since=None))
+            return bool(_aware(pending) > newer_than)  # type: ignore[operator]
 
     async def set_paused(self, paused: bool) -> None:
         """Pause (or resume) every launch."""

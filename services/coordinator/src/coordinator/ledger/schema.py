@@ -73,7 +73,9 @@ issues = sa.Table(
     sa.Column("runs", sa.Integer, nullable=False, default=0),
     sa.Column("consecutive_failures", sa.Integer, nullable=False, default=0),
     sa.Column("last_manage_started_at", sa.DateTime(timezone=True)),
-    sa.Column("pending_nudge", sa.Boolean, nullable=False, default=False),
+    # When the newest nudge that had to wait for a run in flight was sent: re-decided when the run ends,
+    # if it came after the run began (the nudge that started the run, repeated, is no news).
+    sa.Column("pending_since", sa.DateTime(timezone=True)),
 )
 
 trees = sa.Table(

@@ -1,0 +1,165 @@
+"""The coordinator end to end on the real broker, against the GitHub test server and a real ledger.
+
+Nudges in → decisions → launches out; lifecycle events in → the ledger, status comments and follow-ups.
+"""
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_grid_contracts.public_codec import decode
+from agent_grid_contracts.public_envelope import wrap
+from agent_grid_contracts.public_issues import Actor, AuthorAssociation, IssueRef
+from agent_grid_contracts.public_launches import LaunchAgent, RunMode
+from agent_grid_contracts.public_lifecycle import AgentExited, AgentStarted, ExitReason
+from agent_grid_contracts.public_nudges import Nudge, NudgeReason
+from agent_grid_contracts.public_usage import Usage
+from agent_grid_github_test_server.public_server import FakeGitHub, serve_github
+from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
+from agent_grid_runtime.public_settings import AwsSettings, QueueSettings
+from agent_grid_runtime.public_sqs import Publisher
+from agent_grid_runtime.public_transport import QueueTransport
+from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
+from coordinator.app import create_app
+from coordinator.settings import Settings
+from pydantic import SecretStr
+
+pytestmark = pytest.mark.connected
+
+ALICE = Actor(login="alice", association=AuthorAssociation.MEMBER)
+MALLORY = Actor(login="mallory", association=AuthorAssociation.NONE)
+BOT = "agent-grid[bot]"
+
+
+@dataclass
+class Grid:
+    github: FakeGitHub
+    tracker: GitHubTracker  # to look at the issues as GitHub shows them
+    sqs: QueueTransport
+    queues: QueueUrls
+
+    async def nudge(
+        self, number: int, actor: Actor | None = ALICE, reason: NudgeReason = NudgeReason.ISSUE_LABELED
+    ) -> None:
+        nudge = Nudge(issue=IssueRef(repo="octo/widgets", number=number), reason=reason, actor=actor)
+        await Publisher(transport=self.sqs, queue_url=self.queues.nudges.url).publish(wrap(nudge, producer="test"))
+
+    async def lifecycle(self, body: Any) -> None:
+        await Publisher(transport=self.sqs, queue_url=self.queues.lifecycle.url).publish(wrap(body, producer="grid"))
+
+    async def drain(self, url: str, *, wait_s: float = 2.0) -> list[Any]:
+        found: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            batch = await self.sqs.receive(url, max_messages=10, wait_time_s=1, visibility_timeout_s=60)
+            found.extend(decode(message.body).body for message in batch)
+            if batch:
+                await self.sqs.delete_batch(url, [message.receipt_handle for message in batch])
+        return found
+
+    async def comments(self, number: int) -> list[str]:
+        return [c.body for c in (await self.tracker.view(IssueRef(repo="octo/widgets", number=number))).comments]
+
+    async def assignees(self, number: int) -> tuple[str, ...]:
+        return (await self.tracker.get_issue(IssueRef(repo="octo/widgets", number=number))).assignees
+
+
+@pytest.fixture
+async def grid(
+    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+) -> AsyncIterator[Grid]:
+    github = FakeGitHub()
+    for login in ("alice", "mallory", BOT):
+        github.add_user(login)
+    github.add_organization("octo", members=["alice"])
+    github.add_repo("octo", "widgets")
+    token = github.add_token(BOT)
+    async with serve_github(github) as running:
+        settings = Settings(
+            aws=aws_settings,
+            queues=queue_settings,
+            ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
+            github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
+        )
+        app = create_app(settings)
+        async with app.router.lifespan_context(app), open_github_tracker(settings.github) as tracker:  # type: ignore[arg-type]
+            yield Grid(github, tracker, sqs, await resolve_queues(sqs, queue_settings))
+
+
+async def test_a_trusted_nudge_launches_once_and_the_run_is_recorded_and_reported(grid: Grid) -> None:
+    issue = grid.github.add_issue("octo", "widgets", "Do it", author="alice", labels=["agent-grid"])
+    for _ in range(3):  # a duplicate and a redelivery
+        await grid.nudge(issue.number)
+
+    launches = await grid.drain(grid.queues.launches.url)
+    assert len(launches) == 1
+    launch: LaunchAgent = launches[0]
+    assert (launch.issue.number, launch.mode, launch.prompt_inputs["authorised_by"]) == (
+        issue.number,
+        RunMode.PLAN,
+        "alice",
+    )
+    assert launch.limits.max_cost_usd == 5.0
+    assert await grid.assignees(issue.number) == (BOT,)
+    assert "running" in (await grid.comments(issue.number))[-1]
+
+    now = datetime.now(UTC)
+    await grid.lifecycle(AgentStarted(run_id=launch.run_id, issue=launch.issue, worker_id="w1", started_at=now))
+    exited = AgentExited(
+        run_id=launch.run_id,
+        issue=launch.issue,
+        worker_id="w1",
+        reason=ExitReason.SUCCESS,
+        usage=Usage(cost_usd=1.25, input_tokens=1000, reported=True),
+        summary="opened a PR",
+    )
+    await grid.lifecycle(exited)
+    await grid.lifecycle(exited)  # a redelivered exit changes nothing
+    await grid.drain(grid.queues.nudges.url, wait_s=3)
+
+    comments = await grid.comments(issue.number)
+    assert len(comments) == 1  # one sticky status comment, updated in place
+    assert "ended: **success**" in comments[0]
+    assert "1.25 USD" in comments[0]
+    assert await grid.assignees(issue.number) == ()
+
+
+async def test_untrusted_text_never_launches_and_a_human_assignee_keeps_the_issue(grid: Grid) -> None:
+    stranger = grid.github.add_issue("octo", "widgets", "Please", author="mallory", labels=["agent-grid"])
+    taken = grid.github.add_issue("octo", "widgets", "Mine", author="alice", labels=["agent-grid"], assignees=["alice"])
+    await grid.nudge(stranger.number, actor=MALLORY, reason=NudgeReason.COMMENT_MENTION)
+    await grid.nudge(taken.number)
+    assert await grid.drain(grid.queues.launches.url) == []
+    assert await grid.comments(stranger.number) == []
+    assert await grid.comments(taken.number) == []
+
+
+async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Grid) -> None:
+    parent = grid.github.add_issue("octo", "widgets", "Epic", author="alice", labels=["agent-grid"])
+    first = grid.github.add_issue("octo", "widgets", "Step 1", author="alice")
+    second = grid.github.add_issue("octo", "widgets", "Step 2", author="alice")
+    grid.github.add_sub_issue(parent, first)
+    grid.github.add_sub_issue(parent, second)
+
+    await grid.nudge(second.number)  # out of order: waits for the first
+    await grid.nudge(first.number)
+    [launch] = await grid.drain(grid.queues.launches.url)
+    assert launch.issue.number == first.number
+    assert "waiting" in (await grid.comments(second.number))[-1]
+
+    await grid.lifecycle(
+        AgentExited(run_id=launch.run_id, issue=launch.issue, worker_id="w1", reason=ExitReason.FAILED)
+    )
+    # The coordinator nudges the next sibling (still behind the open first step) and the parent, whose
+    # management run it then launches on the tree's authorisation.
+    [managed] = await grid.drain(grid.queues.launches.url, wait_s=4)
+    assert (managed.issue.number, managed.mode, managed.prompt_inputs["authorised_by"]) == (
+        parent.number,
+        RunMode.MANAGE,
+        "alice",
+    )
+    assert "waiting" in (await grid.comments(second.number))[-1]

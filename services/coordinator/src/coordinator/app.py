@@ -70,13 +70,14 @@ def create_app(
 
 @asynccontextmanager
 async def _sweeping(coordinator: Coordinator, settings: Settings) -> AsyncIterator[None]:
-    """Declare silent runs lost every ``sweep_interval_s``, releasing their leases."""
+    """Every ``sweep_interval_s``: declare silent runs lost (releasing their leases), resume parents that are due."""
     stop = asyncio.Event()
 
     async def sweep() -> None:
         while not stop.is_set():
             try:
                 await coordinator.sweep_lost_runs(silent_for=timedelta(seconds=settings.lost_after_s))
+                await coordinator.sweep_management()
             except Exception:
                 _log.exception("sweep_failed")
             with contextlib.suppress(TimeoutError):

@@ -143,3 +143,12 @@ async def test_reopening_a_migrated_ledger_keeps_its_data(ledger_url: str) -> No
         assert await first.start_run(new_run("kept"), now=NOW)
     async with open_ledger(ledger_url) as second:
         assert [run.run_id for run in await second.runs(issue_key="github:octo/widgets#7")] == ["kept"]
+
+
+async def test_parents_come_due_for_management_until_they_are_done(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("manage-1", issue=1, mode="manage"), now=NOW - timedelta(hours=2))
+    assert await ledger.start_run(new_run("manage-2", issue=2, mode="manage"), now=NOW)
+    assert await ledger.start_run(new_run("work-3", issue=3, mode="work"), now=NOW - timedelta(hours=3))
+    assert await ledger.due_for_management(last_before=NOW - timedelta(hours=1)) == ["github:octo/widgets#1"]
+    await ledger.stop_managing("github:octo/widgets#1")
+    assert await ledger.due_for_management(last_before=NOW - timedelta(hours=1)) == []

@@ -116,6 +116,14 @@ class Coordinator:
             await self._end_run(run.run_id, ExitReason.LOST, cost_usd=run.cost_usd, tokens=run.tokens, summary="")
         return len(lost)
 
+    async def sweep_management(self) -> int:
+        """Nudge every parent whose management is due (the decision still enforces the minimum interval)."""
+        interval = timedelta(seconds=self.policy.management.resume_interval_s)
+        due = await self.ledger.due_for_management(last_before=self.clock() - interval)
+        for key in due:
+            await self._nudge(_ref_of_key(key), NudgeReason.MANAGEMENT_DUE, "periodic resumption")
+        return len(due)
+
     async def _read_tree(self, ref: IssueRef) -> tuple[IssueView, list[IssueView]]:
         try:
             view = await self.tracker.view(ref)
@@ -152,7 +160,8 @@ class Coordinator:
                 text = status.refused(verdict, now, needs_human_label=self.policy.needs_human_label)
                 await self._write_status(ref, text)
             case Ignore():
-                pass
+                if view.issue.state is IssueState.CLOSED:
+                    await self.ledger.stop_managing(ref.key)
 
     async def _launch(
         self, verdict: Launch, envelope: Envelope[Nudge], ref: IssueRef, root: IssueRef, now: datetime

@@ -278,6 +278,24 @@ class Ledger:
             await connection.execute(issues.update().where(issues.c.issue_key == issue_key).values(pending_since=None))
             return bool(_aware(pending) > newer_than)  # type: ignore[operator]
 
+    async def due_for_management(self, *, last_before: datetime, limit: int = 100) -> list[str]:
+        """Parents under management whose last management run began before ``last_before``, oldest first."""
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(
+                sa.select(issues.c.issue_key)
+                .where(issues.c.last_manage_started_at < last_before)
+                .order_by(issues.c.last_manage_started_at)
+                .limit(limit)
+            )
+            return [row.issue_key for row in rows]
+
+    async def stop_managing(self, issue_key: str) -> None:
+        """The parent is done (closed): no more timed resumptions."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                issues.update().where(issues.c.issue_key == issue_key).values(last_manage_started_at=None)
+            )
+
     async def set_paused(self, paused: bool) -> None:
         """Pause (or resume) every launch."""
         async with self._engine.begin() as connection:

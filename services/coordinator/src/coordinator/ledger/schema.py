@@ -72,7 +72,8 @@ issues = sa.Table(
     sa.Column("issue_key", sa.String(200), primary_key=True),
     sa.Column("runs", sa.Integer, nullable=False, default=0),
     sa.Column("consecutive_failures", sa.Integer, nullable=False, default=0),
-    sa.Column("last_manage_started_at", sa.DateTime(timezone=True)),
+    # Set by a management run, cleared when the parent is found closed: the parents to resume on a timer.
+    sa.Column("last_manage_started_at", sa.DateTime(timezone=True), index=True),
     # When the newest nudge that had to wait for a run in flight was sent: re-decided when the run ends,
     # if it came after the run began (the nudge that started the run, repeated, is no news).
     sa.Column("pending_since", sa.DateTime(timezone=True)),

@@ -17,6 +17,7 @@ from agent_grid_tracker.public_github import open_github_tracker
 from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
 
+from coordinator.api.public_api import build_api_router
 from coordinator.handling.public_coordinator import Coordinator
 from coordinator.ledger.public_ledger import open_ledger
 from coordinator.settings import Settings
@@ -61,6 +62,9 @@ def create_app(
                 settings.lifecycle_consumer,
             )
             app.include_router(runtime.ops_router({"consumers": lambda: _all_running(nudges, lifecycle)}))
+            app.include_router(
+                build_api_router(ledger, settings.policy, settings.api, runtime.transport, runtime.queues)
+            )
             await stack.enter_async_context(_sweeping(coordinator, settings))
             async with running_consumers([nudges, lifecycle]):
                 yield

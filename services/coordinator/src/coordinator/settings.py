@@ -9,6 +9,7 @@ from agent_grid_runtime.public_settings import (
 from agent_grid_tracker.public_github import GitHubSettings
 from pydantic import Field
 
+from coordinator.api.public_api import ApiSettings
 from coordinator.decisions.public_policy import Policy
 
 
@@ -29,3 +30,5 @@ class Settings(BaseServiceSettings):
     # A run not heard from (no start, heartbeat or exit) for this long is declared lost and its lease released.
     lost_after_s: Annotated[float, Field(gt=0)] = 600.0
     sweep_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # The /api bearer token (COORDINATOR_API__TOKEN); unset refuses every /api call.
+    api: ApiSettings = ApiSettings()

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from agent_grid_contracts.public_codec import decode
 from agent_grid_contracts.public_envelope import wrap
@@ -24,6 +25,7 @@ from agent_grid_runtime.public_settings import AwsSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
+from coordinator.api.public_api import ApiSettings
 from coordinator.app import create_app
 from coordinator.settings import Settings
 from pydantic import SecretStr
@@ -163,3 +165,54 @@ async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Gri
         "alice",
     )
     assert "waiting" in (await grid.comments(second.number))[-1]
+
+
+async def test_the_api_shows_runs_and_trees_and_controls_launches(
+    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+) -> None:
+    github = FakeGitHub()
+    for login in ("alice", BOT):
+        github.add_user(login)
+    github.add_organization("octo", members=["alice"])
+    github.add_repo("octo", "widgets")
+    issue = github.add_issue("octo", "widgets", "Do it", author="alice", labels=["agent-grid"])
+    token = github.add_token(BOT)
+    async with serve_github(github) as running:
+        settings = Settings(
+            aws=aws_settings,
+            queues=queue_settings,
+            ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
+            github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
+            api=ApiSettings(token=SecretStr("s3cret")),
+        )
+        app = create_app(settings)
+        queues = await resolve_queues(sqs, queue_settings)
+        grid = Grid(github, None, sqs, queues)  # type: ignore[arg-type]
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://coordinator",
+                headers={"Authorization": "Bearer s3cret"},
+            ) as api,
+        ):
+            assert (await api.get("/api/runs", headers={"Authorization": "Bearer wrong"})).status_code == 401
+            assert (await api.post("/api/pause")).json() == {"paused": True}
+            await grid.nudge(issue.number)
+            assert await grid.drain(queues.launches.url) == []  # paused: nothing launches
+            assert (await api.post("/api/resume")).json() == {"paused": False}
+            await grid.nudge(issue.number)
+            [launch] = await grid.drain(queues.launches.url)
+
+            [run] = (await api.get("/api/runs", params={"issue": f"octo/widgets#{issue.number}"})).json()
+            assert (run["run_id"], run["state"], run["authorised_by"]) == (launch.run_id, "launching", "alice")
+            detail = (await api.get(f"/api/runs/{launch.run_id}")).json()
+            assert [event["kind"] for event in detail["events"]] == ["launched"]
+            tree = (await api.get(f"/api/trees/octo/widgets/{issue.number}")).json()
+            assert (tree["runs"], tree["active_runs"], tree["budget"]["max_cost_usd_per_tree"]) == (1, 1, 25.0)
+            assert (await api.post(f"/api/trees/octo/widgets/{issue.number}/kill")).json()["killed"] is True
+            policy = (await api.get("/api/policy")).json()
+            assert policy["caps"]["max_active_runs"] == 4
+            depths = (await api.get("/api/queues")).json()
+            assert set(depths) == {"nudges", "nudges-dlq", "launches", "launches-dlq", "lifecycle", "lifecycle-dlq"}
+            assert (await api.get("/api/runs/nope")).status_code == 404

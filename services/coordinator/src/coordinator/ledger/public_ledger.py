@@ -30,7 +30,7 @@ from coordinator.ledger.schema import (
     trees,
 )
 
-__all__ = ["FinishedRun", "Ledger", "NewRun", "RunRecord", "open_ledger"]
+__all__ = ["FinishedRun", "Ledger", "NewRun", "RunEvent", "RunRecord", "TreeTotals", "open_ledger"]
 
 _FAILURES = frozenset(
     {
@@ -78,6 +78,28 @@ class RunRecord:
     exit_reason: str | None
     cost_usd: float
     tokens: int
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """One transition of a run."""
+
+    at: datetime
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class TreeTotals:
+    """An issue tree's roll-up: every run in it, finished ones' spend plus what active ones reported."""
+
+    root_key: str
+    authorised_by: str | None
+    runs: int
+    active_runs: int
+    cost_usd: float
+    tokens: int
+    killed: bool
 
 
 @dataclass(frozen=True)
@@ -323,6 +345,46 @@ class Ledger:
             query = query.where(runs.c.state.in_(list(states)))
         async with self._engine.connect() as connection:
             return [_record(row) for row in await connection.execute(query)]
+
+    async def run(self, run_id: str) -> tuple[RunRecord, list[RunEvent]] | None:
+        """One run with its transitions, oldest first."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
+            if row is None:
+                return None
+            events = await connection.execute(
+                sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
+            )
+            return _record(row), [RunEvent(_aware(e.at) or e.at, e.kind, e.detail) for e in events]
+
+    async def tree(self, root_key: str) -> TreeTotals | None:
+        """The tree's totals, or None when no run ever happened in it."""
+        async with self._engine.connect() as connection:
+            tree = (await connection.execute(sa.select(trees).where(trees.c.root_key == root_key))).first()
+            if tree is None:
+                return None
+            active = (
+                await connection.execute(
+                    sa.select(sa.func.count(), sa.func.sum(runs.c.cost_usd), sa.func.sum(runs.c.tokens)).where(
+                        runs.c.root_key == root_key, runs.c.state.in_(ACTIVE_STATES)
+                    )
+                )
+            ).one()
+        return TreeTotals(
+            root_key=root_key,
+            authorised_by=tree.authorised_by,
+            runs=tree.runs,
+            active_runs=active[0],
+            cost_usd=tree.cost_usd + float(active[1] or 0.0),
+            tokens=tree.tokens + int(active[2] or 0),
+            killed=bool(tree.killed),
+        )
+
+    async def paused(self) -> bool:
+        """Whether launches are paused."""
+        async with self._engine.connect() as connection:
+            value = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
+            return bool(value)
 
     async def close(self) -> None:
         """Release connections."""

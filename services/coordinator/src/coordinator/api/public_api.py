@@ -1,0 +1,197 @@
+"""The coordinator's HTTP API (under ``/api``): runs, trees, the rules in force, queues, and the controls.
+
+Token-protected (``Authorization: Bearer <COORDINATOR_API__TOKEN>``); without a configured token every call
+is refused. It is what the dashboard will read; OpenAPI at ``/docs``.
+"""
+
+import hmac
+from dataclasses import asdict
+from datetime import datetime
+from typing import Annotated, Any
+
+from agent_grid_contracts.public_issues import IssueRef, parse_issue_ref
+from agent_grid_runtime.public_queues import QueueName, QueueUrls
+from agent_grid_runtime.public_transport import QueueTransport
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from pydantic import BaseModel, SecretStr
+
+from coordinator.decisions.public_policy import Policy
+from coordinator.ledger.public_ledger import Ledger, RunRecord
+
+__all__ = ["ApiSettings", "build_api_router"]
+
+
+class ApiSettings(BaseModel):
+    """``token``: the bearer token every ``/api`` call must carry; unset refuses them all."""
+
+    token: SecretStr | None = None
+
+
+class RunOut(BaseModel):
+    """A run as the API shows it."""
+
+    run_id: str
+    issue: str
+    repo: str
+    root: str
+    mode: str
+    agent_kind: str
+    state: str
+    authorised_by: str
+    created_at: datetime
+    last_seen_at: datetime
+    ended_at: datetime | None
+    exit_reason: str | None
+    cost_usd: float
+    tokens: int
+
+
+class RunDetail(RunOut):
+    """A run with its transitions."""
+
+    events: list[dict[str, Any]]
+
+
+class TreeOut(BaseModel):
+    """An issue tree's roll-up against its budget."""
+
+    root: str
+    authorised_by: str | None
+    runs: int
+    active_runs: int
+    cost_usd: float
+    tokens: int
+    killed: bool
+    budget: dict[str, float | int]
+
+
+def build_api_router(
+    ledger: Ledger, policy: Policy, settings: ApiSettings, transport: QueueTransport, queues: QueueUrls
+) -> APIRouter:
+    """The ``/api`` routes over the ledger and the queues."""
+
+    def authorised(request: Request) -> None:
+        expected = settings.token.get_secret_value() if settings.token else None
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if expected is None:
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the API is disabled: set COORDINATOR_API__TOKEN")
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token")
+
+    router = APIRouter(prefix="/api", dependencies=[Depends(authorised)], tags=["coordinator"])
+    _add_run_routes(router, ledger)
+    _add_tree_routes(router, ledger, policy)
+    _add_control_routes(router, ledger, policy, transport, queues)
+    return router
+
+
+def _add_run_routes(router: APIRouter, ledger: Ledger) -> None:
+    @router.get("/runs")
+    async def list_runs(
+        repo: str | None = None,
+        issue: Annotated[str | None, Query(description="owner/repo#number")] = None,
+        state: Annotated[list[str] | None, Query()] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[RunOut]:
+        issue_key = _issue_key(issue) if issue else None
+        found = await ledger.runs(repo=repo, issue_key=issue_key, states=state or (), limit=limit)
+        return [_run_out(run) for run in found]
+
+    @router.get("/runs/{run_id}")
+    async def get_run(run_id: str) -> RunDetail:
+        found = await ledger.run(run_id)
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+        run, events = found
+        return RunDetail(**_run_out(run).model_dump(), events=[asdict(event) for event in events])
+
+
+def _add_tree_routes(router: APIRouter, ledger: Ledger, policy: Policy) -> None:
+    @router.get("/trees/{owner}/{repo}/{number}")
+    async def get_tree(owner: str, repo: str, number: int) -> TreeOut:
+        root = IssueRef(repo=f"{owner}/{repo}", number=number)
+        tree = await ledger.tree(root.key)
+        if tree is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run ever happened in the tree of {root}")
+        caps = policy.caps
+        return TreeOut(
+            root=tree.root_key,
+            authorised_by=tree.authorised_by,
+            runs=tree.runs,
+            active_runs=tree.active_runs,
+            cost_usd=tree.cost_usd,
+            tokens=tree.tokens,
+            killed=tree.killed,
+            budget={
+                "max_cost_usd_per_tree": caps.max_cost_usd_per_tree,
+                "max_tokens_per_tree": caps.max_tokens_per_tree,
+                "max_runs_per_tree": caps.max_runs_per_tree,
+                "max_active_runs_per_tree": caps.max_active_runs_per_tree,
+            },
+        )
+
+    @router.post("/trees/{owner}/{repo}/{number}/kill")
+    async def kill_tree(owner: str, repo: str, number: int) -> dict[str, Any]:
+        root = IssueRef(repo=f"{owner}/{repo}", number=number)
+        await ledger.set_tree_killed(root.key, True)
+        return {"root": root.key, "killed": True}
+
+    @router.post("/trees/{owner}/{repo}/{number}/revive")
+    async def revive_tree(owner: str, repo: str, number: int) -> dict[str, Any]:
+        root = IssueRef(repo=f"{owner}/{repo}", number=number)
+        await ledger.set_tree_killed(root.key, False)
+        return {"root": root.key, "killed": False}
+
+
+def _add_control_routes(
+    router: APIRouter, ledger: Ledger, policy: Policy, transport: QueueTransport, queues: QueueUrls
+) -> None:
+    @router.get("/policy")
+    async def get_policy() -> dict[str, Any]:
+        return {**policy.model_dump(mode="json"), "paused": await ledger.paused()}
+
+    @router.post("/pause")
+    async def pause() -> dict[str, bool]:
+        await ledger.set_paused(True)
+        return {"paused": True}
+
+    @router.post("/resume")
+    async def resume() -> dict[str, bool]:
+        await ledger.set_paused(False)
+        return {"paused": False}
+
+    @router.get("/queues")
+    async def queue_depths() -> dict[str, dict[str, int]]:
+        depths: dict[str, dict[str, int]] = {}
+        for name in QueueName:
+            pair = queues.pair(name)
+            for label, url in ((name.value, pair.url), (f"{name.value}-dlq", pair.dead_letter_url)):
+                depth = await transport.depth(url)
+                depths[label] = {"visible": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
+        return depths
+
+
+def _issue_key(text: str) -> str:
+    try:
+        return parse_issue_ref(text).key
+    except ValueError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(error)) from None
+
+
+def _run_out(run: RunRecord) -> RunOut:
+    return RunOut(
+        run_id=run.run_id,
+        issue=run.issue_key,
+        repo=run.repo,
+        root=run.root_key,
+        mode=run.mode,
+        agent_kind=run.agent_kind,
+        state=run.state,
+        authorised_by=run.authorised_by,
+        created_at=run.created_at,
+        last_seen_at=run.last_seen_at,
+        ended_at=run.ended_at,
+        exit_reason=run.exit_reason,
+        cost_usd=run.cost_usd,
+        tokens=run.tokens,
+    )

@@ -75,6 +75,10 @@ bench-webhooks: install
 	@command -v wrk >/dev/null || (echo "installing wrk (Debian package)"; apt-get update -qq && apt-get install -y -qq wrk)
 	$(RUN) python services/issue_tracker/benchmarks/bench_webhooks.py
 
+.PHONY: bench-coordinator  # decision cost at 10^2 vs 10^6 ledger runs; nudges decided and launched vs the raw broker
+bench-coordinator: install
+	$(RUN) python services/coordinator/benchmarks/bench_coordinator.py
+
 .PHONY: broker-start  # start the embedded broker in the background on 127.0.0.1:4566
 broker-start: install
 	$(RUN) agent-grid broker start

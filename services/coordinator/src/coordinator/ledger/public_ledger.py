@@ -110,6 +110,10 @@ class FinishedRun:
     consecutive_failures: int
 
 
+# Literal, not bound: a planner can only use the partial indexes when it sees the same predicate they have.
+_ACTIVE = sa.text("runs.state IN ('launching', 'running')")
+
+
 class Ledger:
     """Reads and writes of the ledger. Open it with :func:`open_ledger`."""
 
@@ -119,7 +123,7 @@ class Ledger:
 
     async def facts(self, *, issue_key: str, repo: str, root_key: str, agent_kind: str, today: date) -> LedgerFacts:
         """What the decision needs for one issue: a few indexed lookups, whatever the history's size."""
-        active = sa.and_(runs.c.state.in_(ACTIVE_STATES))
+        active = _ACTIVE
         async with self._engine.connect() as connection:
             counts = (
                 await connection.execute(
@@ -279,9 +283,7 @@ class Ledger:
     async def silent_runs(self, *, seen_before: datetime) -> list[RunRecord]:
         """Active runs not heard from since ``seen_before`` (candidates for ``lost``)."""
         async with self._engine.connect() as connection:
-            rows = await connection.execute(
-                sa.select(runs).where(runs.c.state.in_(ACTIVE_STATES), runs.c.last_seen_at < seen_before)
-            )
+            rows = await connection.execute(sa.select(runs).where(_ACTIVE, runs.c.last_seen_at < seen_before))
             return [_record(row) for row in rows]
 
     async def remember_nudge(self, issue_key: str, *, sent_at: datetime) -> None:
@@ -366,7 +368,7 @@ class Ledger:
             active = (
                 await connection.execute(
                     sa.select(sa.func.count(), sa.func.sum(runs.c.cost_usd), sa.func.sum(runs.c.tokens)).where(
-                        runs.c.root_key == root_key, runs.c.state.in_(ACTIVE_STATES)
+                        runs.c.root_key == root_key, _ACTIVE
                     )
                 )
             ).one()
@@ -394,9 +396,15 @@ class Ledger:
 @asynccontextmanager
 async def open_ledger(url: str) -> AsyncIterator[Ledger]:
     """Open (and migrate) the ledger at ``url``: ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://…``."""
+    options: dict[str, Any] = {"pool_pre_ping": True}
     if url.startswith("sqlite") and ":///" in url:
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, pool_pre_ping=True)
+        # SQLite has one writer: queue transactions on one connection in-process rather than have several
+        # connections wait on the file lock (busy-waiting costs seconds under concurrent messages).
+        options |= {"pool_size": 1, "max_overflow": 0}
+    engine = create_async_engine(url, **options)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     try:
         await migrate(engine)
         ledger = Ledger(engine)
@@ -445,6 +453,15 @@ async def _upsert(
 
 async def _event(connection: AsyncConnection, run_id: str, at: datetime, kind: str, detail: str) -> None:
     await connection.execute(run_events.insert().values(run_id=run_id, at=at, kind=kind, detail=detail))
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    # WAL: readers never wait for the writer; NORMAL: a commit no longer waits for an fsync (a power cut
+    # may lose the last transactions, never corrupt the file; the broker redelivers what was not acked).
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _aware(value: datetime | None) -> datetime | None:

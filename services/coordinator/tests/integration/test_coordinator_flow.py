@@ -27,6 +27,7 @@ from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
 from coordinator.api.public_api import ApiSettings
 from coordinator.app import create_app
+from coordinator.decisions.public_policy import Caps, Policy
 from coordinator.settings import Settings
 from pydantic import SecretStr
 
@@ -45,10 +46,17 @@ class Grid:
     queues: QueueUrls
 
     async def nudge(
-        self, number: int, actor: Actor | None = ALICE, reason: NudgeReason = NudgeReason.ISSUE_LABELED
+        self,
+        number: int,
+        actor: Actor | None = ALICE,
+        reason: NudgeReason = NudgeReason.ISSUE_LABELED,
+        *,
+        copies: int = 1,
     ) -> None:
+        """``copies`` separate messages saying the same thing, all sent before any is handled."""
         nudge = Nudge(issue=IssueRef(repo="octo/widgets", number=number), reason=reason, actor=actor)
-        await Publisher(transport=self.sqs, queue_url=self.queues.nudges.url).publish(wrap(nudge, producer="test"))
+        envelopes = [wrap(nudge, producer="test") for _ in range(copies)]
+        await Publisher(transport=self.sqs, queue_url=self.queues.nudges.url).publish_many(envelopes)
 
     async def lifecycle(self, body: Any) -> None:
         await Publisher(transport=self.sqs, queue_url=self.queues.lifecycle.url).publish(wrap(body, producer="grid"))
@@ -71,8 +79,13 @@ class Grid:
 
 
 @pytest.fixture
+def policy() -> Policy:
+    return Policy()
+
+
+@pytest.fixture
 async def grid(
-    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path, policy: Policy
 ) -> AsyncIterator[Grid]:
     github = FakeGitHub()
     for login in ("alice", "mallory", BOT):
@@ -86,6 +99,7 @@ async def grid(
             queues=queue_settings,
             ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
             github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
+            policy=policy,
         )
         app = create_app(settings)
         async with app.router.lifespan_context(app), open_github_tracker(settings.github) as tracker:  # type: ignore[arg-type]
@@ -94,8 +108,7 @@ async def grid(
 
 async def test_a_trusted_nudge_launches_once_and_the_run_is_recorded_and_reported(grid: Grid) -> None:
     issue = grid.github.add_issue("octo", "widgets", "Do it", author="alice", labels=["agent-grid"])
-    for _ in range(3):  # a duplicate and a redelivery
-        await grid.nudge(issue.number)
+    await grid.nudge(issue.number, copies=3)  # the same request three times (duplicate webhooks, say)
 
     launches = await grid.drain(grid.queues.launches.url)
     assert len(launches) == 1
@@ -216,3 +229,23 @@ async def test_the_api_shows_runs_and_trees_and_controls_launches(
             depths = (await api.get("/api/queues")).json()
             assert set(depths) == {"nudges", "nudges-dlq", "launches", "launches-dlq", "lifecycle", "lifecycle-dlq"}
             assert (await api.get("/api/runs/nope")).status_code == 404
+
+
+@pytest.mark.parametrize("policy", [Policy(caps=Caps(max_active_runs=2))])
+async def test_a_burst_never_exceeds_the_concurrency_cap_and_waiters_run_when_slots_free(grid: Grid) -> None:
+    numbers = [
+        grid.github.add_issue("octo", "widgets", f"Task {n}", author="alice", labels=["agent-grid"]).number
+        for n in range(6)
+    ]
+    for number in numbers:  # all at once, each decision free to see open slots
+        await grid.nudge(number)
+    first = await grid.drain(grid.queues.launches.url, wait_s=4)
+    assert len(first) == 2
+
+    for launch in first:  # two runs end: two slots free, and the oldest waiters get them
+        await grid.lifecycle(
+            AgentExited(run_id=launch.run_id, issue=launch.issue, worker_id="w1", reason=ExitReason.SUCCESS)
+        )
+    second = await grid.drain(grid.queues.launches.url, wait_s=6)
+    assert len(second) == 2
+    assert {launch.issue.number for launch in first}.isdisjoint({launch.issue.number for launch in second})

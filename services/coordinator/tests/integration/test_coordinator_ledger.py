@@ -9,9 +9,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from agent_grid_contracts.public_issues import Actor, AuthorAssociation
 from agent_grid_contracts.public_lifecycle import ExitReason
 from coordinator.decisions.public_facts import LedgerFacts
-from coordinator.ledger.public_ledger import Ledger, NewRun, open_ledger
+from coordinator.ledger.public_ledger import LaunchLimits, Ledger, NewRun, StartOutcome, open_ledger
+
+STARTED = StartOutcome.STARTED
 
 POSTGRES_URL = os.environ.get("AGENT_GRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -70,17 +73,18 @@ async def facts(ledger: Ledger, issue: int = 7, root: int = 1) -> LedgerFacts:
 
 async def test_the_lease_admits_one_active_run_per_issue_even_when_raced(ledger: Ledger) -> None:
     attempts = await asyncio.gather(*(ledger.start_run(new_run(f"run-{n}"), now=NOW) for n in range(8)))
-    assert attempts.count(True) == 1
-    winner = f"run-{attempts.index(True)}"
+    assert attempts.count(STARTED) == 1
+    assert set(attempts) == {STARTED, StartOutcome.LEASE_TAKEN}
+    winner = f"run-{attempts.index(STARTED)}"
     assert (await facts(ledger)).active_run_on_issue == winner
 
     finished = await ledger.finish(winner, reason=ExitReason.SUCCESS, at=NOW, cost_usd=1.5, tokens=1000)
     assert finished is not None
-    assert await ledger.start_run(new_run("run-next"), now=NOW)  # the lease is free again
+    assert await ledger.start_run(new_run("run-next"), now=NOW) is STARTED  # the lease is free again
 
 
 async def test_every_run_ends_exactly_once_and_usage_only_grows(ledger: Ledger) -> None:
-    assert await ledger.start_run(new_run("run-1"), now=NOW)
+    assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
     assert await ledger.mark_started("run-1", worker_id="w1", at=NOW)
     assert await ledger.heartbeat("run-1", at=NOW, cost_usd=0.5, tokens=500)
     assert await ledger.heartbeat("run-1", at=NOW, cost_usd=0.2, tokens=100)  # late, older heartbeat
@@ -102,15 +106,15 @@ async def test_every_run_ends_exactly_once_and_usage_only_grows(ledger: Ledger) 
 
 async def test_failures_in_a_row_count_until_a_success(ledger: Ledger) -> None:
     for n, reason in enumerate([ExitReason.FAILED, ExitReason.STALLED, ExitReason.SUCCESS, ExitReason.LOST]):
-        assert await ledger.start_run(new_run(f"run-{n}"), now=NOW)
+        assert await ledger.start_run(new_run(f"run-{n}"), now=NOW) is STARTED
         finished = await ledger.finish(f"run-{n}", reason=reason, at=NOW, cost_usd=0, tokens=0)
         assert finished is not None
     assert (await facts(ledger)).consecutive_failures == 1
 
 
 async def test_the_tree_remembers_its_authoriser_counts_and_kill_switch(ledger: Ledger) -> None:
-    assert await ledger.start_run(new_run("root-run", issue=1, mode="manage"), now=NOW)
-    assert await ledger.start_run(new_run("child-run", issue=2), now=NOW)
+    assert await ledger.start_run(new_run("root-run", issue=1, mode="manage"), now=NOW) is STARTED
+    assert await ledger.start_run(new_run("child-run", issue=2), now=NOW) is STARTED
     child = await facts(ledger, issue=2)
     assert child.tree_authorised_by == "alice"
     assert (child.active_total, child.active_in_tree, child.runs_in_tree) == (2, 2, 2)
@@ -125,30 +129,74 @@ async def test_the_tree_remembers_its_authoriser_counts_and_kill_switch(ledger: 
 
 async def test_pending_nudges_are_taken_once_and_silent_runs_are_found(ledger: Ledger) -> None:
     key = "github:octo/widgets#7"
-    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5))
-    assert not await ledger.take_pending_nudge(key, newer_than=NOW)  # sent before the run began: no news
-    await ledger.remember_nudge(key, sent_at=NOW + timedelta(seconds=5))
-    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5))  # an older one does not overwrite
-    assert await ledger.take_pending_nudge(key, newer_than=NOW)
-    assert not await ledger.take_pending_nudge(key, newer_than=NOW)  # taken once
+    alice = Actor(login="alice", association=AuthorAssociation.MEMBER)
+    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5), actor=alice)
+    assert await ledger.take_pending_nudge(key, newer_than=NOW) is None  # sent before the run began: no news
+    await ledger.remember_nudge(key, sent_at=NOW + timedelta(seconds=5), actor=alice)
+    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5), actor=None)  # older: does not overwrite
+    taken = await ledger.take_pending_nudge(key, newer_than=NOW)
+    assert taken is not None
+    assert taken.actor == alice  # the deferred request keeps its sender's trust
+    assert await ledger.take_pending_nudge(key, newer_than=NOW) is None  # taken once
 
-    assert await ledger.start_run(new_run("quiet"), now=NOW - timedelta(minutes=10))
-    assert await ledger.start_run(new_run("chatty", issue=8), now=NOW)
+    assert await ledger.start_run(new_run("quiet"), now=NOW - timedelta(minutes=10)) is STARTED
+    assert await ledger.start_run(new_run("chatty", issue=8), now=NOW) is STARTED
     silent = await ledger.silent_runs(seen_before=NOW - timedelta(minutes=5))
     assert [run.run_id for run in silent] == ["quiet"]
 
 
 async def test_reopening_a_migrated_ledger_keeps_its_data(ledger_url: str) -> None:
     async with open_ledger(ledger_url) as first:
-        assert await first.start_run(new_run("kept"), now=NOW)
+        assert await first.start_run(new_run("kept"), now=NOW) is STARTED
     async with open_ledger(ledger_url) as second:
         assert [run.run_id for run in await second.runs(issue_key="github:octo/widgets#7")] == ["kept"]
 
 
 async def test_parents_come_due_for_management_until_they_are_done(ledger: Ledger) -> None:
-    assert await ledger.start_run(new_run("manage-1", issue=1, mode="manage"), now=NOW - timedelta(hours=2))
-    assert await ledger.start_run(new_run("manage-2", issue=2, mode="manage"), now=NOW)
-    assert await ledger.start_run(new_run("work-3", issue=3, mode="work"), now=NOW - timedelta(hours=3))
+    assert await ledger.start_run(new_run("manage-1", issue=1, mode="manage"), now=NOW - timedelta(hours=2)) is STARTED
+    assert await ledger.start_run(new_run("manage-2", issue=2, mode="manage"), now=NOW) is STARTED
+    assert await ledger.start_run(new_run("work-3", issue=3, mode="work"), now=NOW - timedelta(hours=3)) is STARTED
     assert await ledger.due_for_management(last_before=NOW - timedelta(hours=1)) == ["github:octo/widgets#1"]
     await ledger.stop_managing("github:octo/widgets#1")
     assert await ledger.due_for_management(last_before=NOW - timedelta(hours=1)) == []
+
+
+async def test_concurrent_launches_never_exceed_the_caps(ledger: Ledger) -> None:
+    limits = LaunchLimits(
+        max_active_runs=3,
+        max_active_runs_per_repo=3,
+        max_active_runs_per_tree=3,
+        max_active_runs_of_kind=None,
+        max_runs_per_issue=5,
+        max_runs_per_tree=40,
+    )
+    # Ten issues, each launched at once, each decision having seen free slots.
+    outcomes = await asyncio.gather(
+        *(ledger.start_run(new_run(f"run-{n}", issue=n, root=n), now=NOW, limits=limits) for n in range(10, 20))
+    )
+    assert outcomes.count(STARTED) == 3
+    assert (await facts(ledger)).active_total == 3
+
+    tree_limits = LaunchLimits(
+        max_active_runs=100,
+        max_active_runs_per_repo=100,
+        max_active_runs_per_tree=100,
+        max_active_runs_of_kind=None,
+        max_runs_per_issue=5,
+        max_runs_per_tree=2,
+    )
+    tree = await asyncio.gather(
+        *(ledger.start_run(new_run(f"tree-{n}", issue=n, root=99), now=NOW, limits=tree_limits) for n in range(30, 36))
+    )
+    assert tree.count(STARTED) == 2
+
+
+async def test_the_oldest_waiting_issues_are_released_first(ledger: Ledger) -> None:
+    for number, seconds in ((1, 30), (2, 10), (3, 20)):
+        await ledger.remember_nudge(
+            f"github:octo/widgets#{number}", sent_at=NOW - timedelta(seconds=seconds), actor=None
+        )
+    first = await ledger.take_oldest_pending(limit=2)
+    assert [pending.issue_key for pending in first] == ["github:octo/widgets#1", "github:octo/widgets#3"]
+    assert [pending.issue_key for pending in await ledger.take_oldest_pending(limit=2)] == ["github:octo/widgets#2"]
+    assert await ledger.take_oldest_pending(limit=2) == []

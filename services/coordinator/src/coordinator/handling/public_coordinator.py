@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from agent_grid_contracts.public_envelope import Envelope, wrap
-from agent_grid_contracts.public_issues import IssueRef
+from agent_grid_contracts.public_issues import Actor, IssueRef
 from agent_grid_contracts.public_launches import LaunchAgent, RunLimits
 from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted, ExitReason
 from agent_grid_contracts.public_nudges import Nudge, NudgeReason, NudgeSource
@@ -35,12 +35,14 @@ from coordinator.decisions.public_policy import Policy
 from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
 from coordinator.handling import status
 from coordinator.handling.facts import issue_facts
-from coordinator.ledger.public_ledger import Ledger, NewRun
+from coordinator.ledger.public_ledger import LaunchLimits, Ledger, NewRun, StartOutcome
 
 __all__ = ["Coordinator"]
 
 _log = structlog.get_logger(__name__)
 _MAX_SQS_DELAY_S = 900
+# Waiting issues re-decided when a run ends: a few, so that a burst of waiters does not become a burst of nudges.
+_RELEASED_PER_EXIT = 3
 # Waits that end when something else happens (a run ends, a slot frees): re-decide the issue then.
 _REMEMBERED = frozenset({WaitReason.RUN_IN_FLIGHT, WaitReason.CONCURRENCY, WaitReason.PAUSED})
 
@@ -148,7 +150,7 @@ class Coordinator:
                 await self._launch(verdict, envelope, ref, root, now)
             case Wait():
                 if verdict.reason in _REMEMBERED:
-                    await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at)
+                    await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at, actor=envelope.body.actor)
                 if verdict.reason is WaitReason.RESUMED_RECENTLY and verdict.not_before is not None:
                     delay = int((verdict.not_before - now).total_seconds()) + 1
                     await self._nudge(ref, NudgeReason.MANAGEMENT_DUE, "resume when allowed", delay_s=delay)
@@ -177,10 +179,11 @@ class Coordinator:
             authorised_by=verdict.authorised_by,
             trigger_message_id=str(envelope.message_id),
         )
-        if not await self.ledger.start_run(run, now=now):
-            # Another coordinator (or a redelivery of this nudge) took the lease first.
-            await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at)
-            _log.info("launch_lost_race", issue=ref.key)
+        outcome = await self.ledger.start_run(run, now=now, limits=self._limits())
+        if outcome is not StartOutcome.STARTED:
+            # Another launch took the issue's lease or the last slot since the decision read the counts.
+            await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at, actor=envelope.body.actor)
+            _log.info("launch_lost_race", issue=ref.key, outcome=outcome.value)
             return
         launch = LaunchAgent(
             run_id=run_id,
@@ -199,6 +202,17 @@ class Coordinator:
         _log.info("run_launched", run_id=run_id, issue=ref.key, mode=verdict.mode.value)
         await self._best_effort("assign the bot", self.tracker.add_assignees(ref, (self.policy.bot_login,)))
         await self._write_status(ref, status.launched(verdict, run_id, now))
+
+    def _limits(self) -> LaunchLimits:
+        caps = self.policy.caps
+        return LaunchLimits(
+            max_active_runs=caps.max_active_runs,
+            max_active_runs_per_repo=caps.max_active_runs_per_repo,
+            max_active_runs_per_tree=caps.max_active_runs_per_tree,
+            max_active_runs_of_kind=caps.max_active_runs_per_agent_kind.get(self.policy.agent_kind),
+            max_runs_per_issue=caps.max_runs_per_issue,
+            max_runs_per_tree=caps.max_runs_per_tree,
+        )
 
     async def _end_run(
         self,
@@ -227,8 +241,14 @@ class Coordinator:
 
     async def _follow_up(self, ref: IssueRef, reason: ExitReason, *, run_began: datetime) -> None:
         """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent."""
-        if await self.ledger.take_pending_nudge(ref.key, newer_than=run_began) or reason is ExitReason.LOST:
-            await self._nudge(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended")
+        waited = await self.ledger.take_pending_nudge(ref.key, newer_than=run_began)
+        if waited is not None or reason is ExitReason.LOST:
+            actor = waited.actor if waited else None
+            await self._nudge(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended", actor=actor)
+        # A slot is free: the nudges that waited longest get another look, on behalf of whoever sent them.
+        for pending in await self.ledger.take_oldest_pending(limit=_RELEASED_PER_EXIT):
+            issue = _ref_of_key(pending.issue_key)
+            await self._nudge(issue, NudgeReason.RUN_FINISHED, "a run slot was freed", actor=pending.actor)
         try:
             view = await self.tracker.view(ref, comments=1)
             parent = await self.tracker.view(view.parent.ref, comments=1) if view.parent else None
@@ -243,8 +263,10 @@ class Coordinator:
                 await self._nudge(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished")
             await self._nudge(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished")
 
-    async def _nudge(self, ref: IssueRef, reason: NudgeReason, detail: str, *, delay_s: int = 0) -> None:
-        nudge = Nudge(issue=ref, reason=reason, source=NudgeSource.COORDINATOR, detail=detail)
+    async def _nudge(
+        self, ref: IssueRef, reason: NudgeReason, detail: str, *, delay_s: int = 0, actor: Actor | None = None
+    ) -> None:
+        nudge = Nudge(issue=ref, reason=reason, source=NudgeSource.COORDINATOR, detail=detail, actor=actor)
         await self.nudges.publish(wrap(nudge, producer="coordinator"), delay_s=min(max(delay_s, 0), _MAX_SQS_DELAY_S))
 
     async def _write_status(self, ref: IssueRef, text: str) -> None:

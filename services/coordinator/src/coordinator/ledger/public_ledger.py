@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from agent_grid_contracts.public_issues import Actor
 from agent_grid_contracts.public_lifecycle import ExitReason
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -30,7 +32,18 @@ from coordinator.ledger.schema import (
     trees,
 )
 
-__all__ = ["FinishedRun", "Ledger", "NewRun", "RunEvent", "RunRecord", "TreeTotals", "open_ledger"]
+__all__ = [
+    "FinishedRun",
+    "LaunchLimits",
+    "Ledger",
+    "NewRun",
+    "PendingNudge",
+    "RunEvent",
+    "RunRecord",
+    "StartOutcome",
+    "TreeTotals",
+    "open_ledger",
+]
 
 _FAILURES = frozenset(
     {
@@ -78,6 +91,38 @@ class RunRecord:
     exit_reason: str | None
     cost_usd: float
     tokens: int
+
+
+class StartOutcome(StrEnum):
+    """What became of an attempt to start a run."""
+
+    STARTED = "started"
+    LEASE_TAKEN = "lease_taken"  # another run is active on the issue
+    AT_CAP = "at_cap"  # a concurrency or run-count cap would be exceeded
+
+
+@dataclass(frozen=True)
+class LaunchLimits:
+    """The caps re-checked inside the launch transaction, where no concurrent launch can slip past them."""
+
+    max_active_runs: int
+    max_active_runs_per_repo: int
+    max_active_runs_per_tree: int
+    max_active_runs_of_kind: int | None
+    max_runs_per_issue: int
+    max_runs_per_tree: int
+
+
+class _AtCap(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class PendingNudge:
+    """A nudge that waited: the issue and who asked."""
+
+    issue_key: str
+    actor: Actor | None
 
 
 @dataclass(frozen=True)
@@ -164,10 +209,20 @@ class Ledger:
             tree_killed=bool(tree.killed) if tree else False,
         )
 
-    async def start_run(self, run: NewRun, *, now: datetime) -> bool:
-        """Take the issue's lease and record the run; False when another run holds the lease (nothing written)."""
+    async def start_run(self, run: NewRun, *, now: datetime, limits: LaunchLimits | None = None) -> StartOutcome:
+        """Take the issue's lease and record the run, unless another run holds the lease or a cap is reached.
+
+        The decision read the counts before; concurrent launches (other messages, other coordinators) may
+        have changed them since, so the caps are checked again here, in the one transaction that launches.
+        On PostgreSQL launches are serialised by an advisory lock for that; SQLite's single writer does it.
+        """
         try:
             async with self._engine.begin() as connection:
+                if limits is not None:
+                    if connection.dialect.name == "postgresql":
+                        await connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('agent_grid_launch'))"))
+                    if await _over_a_cap(connection, run, limits):
+                        raise _AtCap
                 await connection.execute(
                     runs.insert().values(
                         run_id=run.run_id,
@@ -202,8 +257,10 @@ class Ledger:
                 )
                 await _event(connection, run.run_id, now, "launched", f"{run.mode} by {run.authorised_by}")
         except IntegrityError:
-            return False
-        return True
+            return StartOutcome.LEASE_TAKEN
+        except _AtCap:
+            return StartOutcome.AT_CAP
+        return StartOutcome.STARTED
 
     async def mark_started(self, run_id: str, *, worker_id: str, at: datetime) -> bool:
         """The grid started the run; False when it is unknown or already over (a late or repeated event)."""
@@ -286,21 +343,49 @@ class Ledger:
             rows = await connection.execute(sa.select(runs).where(_ACTIVE, runs.c.last_seen_at < seen_before))
             return [_record(row) for row in rows]
 
-    async def remember_nudge(self, issue_key: str, *, sent_at: datetime) -> None:
-        """Note a nudge, sent at ``sent_at``, that waits for the issue's run in flight to end."""
+    async def remember_nudge(self, issue_key: str, *, sent_at: datetime, actor: Actor | None) -> None:
+        """Note a nudge, sent at ``sent_at`` by ``actor``, that waits (for the issue's run, for a free slot)."""
         async with self._engine.begin() as connection:
             row = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
             if row is None or _aware(row) < sent_at:  # type: ignore[operator]
-                await _upsert(connection, issues, {"issue_key": issue_key}, set_={"pending_since": sent_at})
+                values = {"pending_since": sent_at, "pending_actor": actor.model_dump_json() if actor else None}
+                await _upsert(connection, issues, {"issue_key": issue_key}, set_=values)
 
-    async def take_pending_nudge(self, issue_key: str, *, newer_than: datetime) -> bool:
-        """Whether a nudge sent after ``newer_than`` waited for the issue; forgets waiting nudges either way."""
+    async def take_pending_nudge(self, issue_key: str, *, newer_than: datetime) -> PendingNudge | None:
+        """The nudge that waited for the issue if it was sent after ``newer_than``; forgets it either way."""
         async with self._engine.begin() as connection:
-            pending = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
-            if pending is None:
-                return False
-            await connection.execute(issues.update().where(issues.c.issue_key == issue_key).values(pending_since=None))
-            return bool(_aware(pending) > newer_than)  # type: ignore[operator]
+            row = (
+                await connection.execute(
+                    sa.select(issues.c.pending_since, issues.c.pending_actor).where(issues.c.issue_key == issue_key)
+                )
+            ).first()
+            if row is None or row.pending_since is None:
+                return None
+            await connection.execute(
+                issues.update().where(issues.c.issue_key == issue_key).values(pending_since=None, pending_actor=None)
+            )
+            if _aware(row.pending_since) <= newer_than:  # type: ignore[operator]
+                return None
+            return _pending(issue_key, row.pending_actor)
+
+    async def take_oldest_pending(self, *, limit: int) -> list[PendingNudge]:
+        """Up to ``limit`` waiting nudges, oldest first; forgets them."""
+        async with self._engine.begin() as connection:
+            rows = list(
+                await connection.execute(
+                    sa.select(issues.c.issue_key, issues.c.pending_actor)
+                    .where(issues.c.pending_since.is_not(None))
+                    .order_by(issues.c.pending_since)
+                    .limit(limit)
+                )
+            )
+            if rows:
+                await connection.execute(
+                    issues.update()
+                    .where(issues.c.issue_key.in_([row.issue_key for row in rows]))
+                    .values(pending_since=None, pending_actor=None)
+                )
+            return [_pending(row.issue_key, row.pending_actor) for row in rows]
 
     async def due_for_management(self, *, last_before: datetime, limit: int = 100) -> list[str]:
         """Parents under management whose last management run began before ``last_before``, oldest first."""
@@ -430,6 +515,30 @@ async def migrate(engine: AsyncEngine) -> int:
     return len(MIGRATIONS)
 
 
+async def _over_a_cap(connection: AsyncConnection, run: NewRun, limits: LaunchLimits) -> bool:
+    active, in_repo, in_tree, of_kind = (
+        await connection.execute(
+            sa.select(
+                sa.func.count(),
+                sa.func.sum(sa.case((runs.c.repo == run.repo, 1), else_=0)),
+                sa.func.sum(sa.case((runs.c.root_key == run.root_key, 1), else_=0)),
+                sa.func.sum(sa.case((runs.c.agent_kind == run.agent_kind, 1), else_=0)),
+            ).where(_ACTIVE)
+        )
+    ).one()
+    on_issue = await connection.scalar(sa.select(issues.c.runs).where(issues.c.issue_key == run.issue_key))
+    in_tree_total = await connection.scalar(sa.select(trees.c.runs).where(trees.c.root_key == run.root_key))
+    kind_cap = limits.max_active_runs_of_kind
+    return (
+        active >= limits.max_active_runs
+        or int(in_repo or 0) >= limits.max_active_runs_per_repo
+        or int(in_tree or 0) >= limits.max_active_runs_per_tree
+        or (kind_cap is not None and int(of_kind or 0) >= kind_cap)
+        or int(on_issue or 0) >= limits.max_runs_per_issue
+        or int(in_tree_total or 0) >= limits.max_runs_per_tree
+    )
+
+
 async def _upsert(
     connection: AsyncConnection,
     table: sa.Table,
@@ -453,6 +562,10 @@ async def _upsert(
 
 async def _event(connection: AsyncConnection, run_id: str, at: datetime, kind: str, detail: str) -> None:
     await connection.execute(run_events.insert().values(run_id=run_id, at=at, kind=kind, detail=detail))
+
+
+def _pending(issue_key: str, actor_json: str | None) -> PendingNudge:
+    return PendingNudge(issue_key, Actor.model_validate_json(actor_json) if actor_json else None)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

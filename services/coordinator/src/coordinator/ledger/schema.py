@@ -76,7 +76,9 @@ issues = sa.Table(
     sa.Column("last_manage_started_at", sa.DateTime(timezone=True), index=True),
     # When the newest nudge that had to wait for a run in flight was sent: re-decided when the run ends,
     # if it came after the run began (the nudge that started the run, repeated, is no news).
-    sa.Column("pending_since", sa.DateTime(timezone=True)),
+    sa.Column("pending_since", sa.DateTime(timezone=True), index=True),
+    # Who asked (the nudge's actor, as JSON): a deferred request keeps the trust of the person who made it.
+    sa.Column("pending_actor", sa.Text),
 )
 
 trees = sa.Table(

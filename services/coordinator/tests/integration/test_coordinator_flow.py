@@ -179,6 +179,12 @@ async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Gri
     )
     assert "waiting" in (await grid.comments(second.number))[-1]
 
+    # The root's description carries the tree's roll-up between agent-grid's markers.
+    body = (await grid.tracker.get_issue(IssueRef(repo="octo/widgets", number=parent.number))).body
+    assert "agent-grid tree" in body
+    assert f"- [ ] octo/widgets#{first.number} Step 1" in body
+    assert "0.00 / 25.00 USD" in body
+
 
 async def test_the_api_shows_runs_and_trees_and_controls_launches(
     sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path

@@ -238,6 +238,19 @@ class Coordinator:
         if ended.consecutive_failures >= self.policy.caps.max_consecutive_failures:
             await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
         await self._follow_up(ref, reason, run_began=run.created_at)
+        await self._update_roll_up(_ref_of_key(run.root_key), now)
+
+    async def _update_roll_up(self, root: IssueRef, now: datetime) -> None:
+        """Rewrite the tree block in the root's description (nothing is written when it did not change)."""
+        tree = await self.ledger.tree(root.key)
+        if tree is None:
+            return
+        try:
+            root_view = await self.tracker.view(root, comments=1)
+            block = status.tree_roll_up(root_view, tree, self.policy.caps, now)
+            await self.tracker.replace_body_block(root, status.ROLL_UP_KEY, block)
+        except TrackerError as error:
+            _log.warning("tracker_write_failed", what="tree roll-up", error=str(error))
 
     async def _follow_up(self, ref: IssueRef, reason: ExitReason, *, run_began: datetime) -> None:
         """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent."""

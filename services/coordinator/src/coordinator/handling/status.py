@@ -2,9 +2,14 @@
 
 from datetime import datetime
 
+from agent_grid_tracker.public_tracker import IssueState, IssueView
+
+from coordinator.decisions.public_policy import Caps
 from coordinator.decisions.public_verdicts import Launch, Refuse, Wait
+from coordinator.ledger.public_ledger import TreeTotals
 
 STATUS_KEY = "status"
+ROLL_UP_KEY = "tree"
 
 
 def launched(verdict: Launch, run_id: str, now: datetime) -> str:
@@ -34,6 +39,22 @@ def finished(run_id: str, reason: str, cost_usd: float, tokens: int, now: dateti
     text = f"**agent-grid** · {mark} run `{run_id}` ended: **{reason}** · {cost_usd:.2f} USD, {tokens:,} tokens"
     quoted = "\n".join(f"> {line}" for line in summary.strip()[:500].splitlines())
     return text + f"\n\nEnded {_when(now)}." + (f"\n\n{quoted}" if quoted else "")
+
+
+def tree_roll_up(root: IssueView, tree: TreeTotals, caps: Caps, now: datetime) -> str:
+    """The block in the root issue's description: the children's states and the tree's spend against budget."""
+    lines = [
+        f"**agent-grid tree** · {tree.runs} run(s), {tree.active_runs} active · "
+        f"{tree.cost_usd:.2f} / {caps.max_cost_usd_per_tree:.2f} USD · "
+        f"{tree.tokens:,} / {caps.max_tokens_per_tree:,} tokens" + (" · ⛔ stopped" if tree.killed else ""),
+        "",
+    ]
+    for child in root.children:
+        done = child.state is IssueState.CLOSED
+        holder = f" · @{', @'.join(child.assignees)}" if child.assignees else ""
+        lines.append(f"- [{'x' if done else ' '}] {child.ref} {child.title}{holder}")
+    lines.append(f"\n_Updated {_when(now)}._")
+    return "\n".join(lines)
 
 
 def _when(moment: datetime) -> str:

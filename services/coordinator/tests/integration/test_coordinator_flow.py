@@ -255,3 +255,45 @@ async def test_a_burst_never_exceeds_the_concurrency_cap_and_waiters_run_when_sl
     second = await grid.drain(grid.queues.launches.url, wait_s=6)
     assert len(second) == 2
     assert {launch.issue.number for launch in first}.isdisjoint({launch.issue.number for launch in second})
+
+
+async def test_a_restart_mid_stream_loses_no_launch_and_duplicates_none(
+    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+) -> None:
+    github = FakeGitHub()
+    for login in ("alice", BOT):
+        github.add_user(login)
+    github.add_organization("octo", members=["alice"])
+    github.add_repo("octo", "widgets")
+    numbers = [
+        github.add_issue("octo", "widgets", f"Task {n}", author="alice", labels=["agent-grid"]).number
+        for n in range(12)
+    ]
+    token = github.add_token(BOT)
+    async with serve_github(github) as running:
+        settings = Settings(
+            aws=aws_settings,
+            queues=queue_settings,
+            ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
+            github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
+            policy=Policy(caps=Caps(max_active_runs=100, max_active_runs_per_repo=100, max_active_runs_per_tree=100)),
+        )
+        queues = await resolve_queues(sqs, queue_settings)
+        grid = Grid(github, None, sqs, queues)  # type: ignore[arg-type]
+        for number in numbers:
+            await grid.nudge(number, copies=2)  # every request twice, as at-least-once delivery may do
+
+        first = create_app(settings)
+        async with first.router.lifespan_context(first):
+            while (await sqs.depth(queues.launches.url)).visible < 3:
+                await asyncio.sleep(0.02)
+        launched_before_restart = (await sqs.depth(queues.launches.url)).visible
+        assert launched_before_restart < len(numbers)  # the restart really happens mid-stream
+        # Stopped mid-stream (graceful drain: in-flight messages finish, the rest stay queued). A new process
+        # over the same ledger picks up where it left off.
+        second = create_app(settings)
+        async with second.router.lifespan_context(second):
+            launches = await grid.drain(queues.launches.url, wait_s=8)
+
+    launched = [launch.issue.number for launch in launches]
+    assert sorted(launched) == sorted(numbers)  # each issue exactly once: nothing lost, nothing doubled

@@ -732,3 +732,16 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="not a Compose duration"):
         parse_duration_s(text)
+
+
+def test_compose_keeps_state_outside_the_read_only_images(compose: dict[str, Any]) -> None:
+    # The images' /app is read-only to the service user: a SQLite default there would crash at start.
+    environments = {name: environment_of(body) for name, body in built_services(compose).items()}
+    stateful = {
+        ("issue-tracker", "ISSUE_TRACKER_WEBHOOK__DELIVERIES_URL"): "postgresql://",
+        ("coordinator", "COORDINATOR_LEDGER_URL"): "postgresql+asyncpg://",
+    }
+    for (service, key), scheme in stateful.items():
+        value = environments[service].get(key, "")
+        assert value.startswith(scheme), f"{service}: {key} is {value!r}, not a {scheme} database"
+        assert "@postgres:" in value, f"{service}: {key} does not name the compose postgres service"

@@ -32,6 +32,7 @@ LOCAL_GITHUB = LocalService("github", "agent_grid_github_test_server", "", 8765)
 LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
 LOCAL_HUMAN_TOKEN = "local-dev-alice-token"
 LOCAL_BOT_TOKEN = "local-dev-bot-token"
+LOCAL_API_TOKEN = "local-dev-api-token"
 LOCAL_GITHUB_SEED = {
     "users": [{"login": "alice"}, {"login": "agent-grid[bot]"}],
     "organizations": [{"login": "demo", "members": ["alice"]}],
@@ -72,6 +73,7 @@ def service_environment(
         # Shared with the local GitHub stand-in's webhook; `curl` and the tests sign deliveries with it too.
         "ISSUE_TRACKER_WEBHOOK__SECRET": base.get("ISSUE_TRACKER_WEBHOOK__SECRET", LOCAL_WEBHOOK_SECRET),
         f"{prefix}GITHUB__API_URL": base.get(f"{prefix}GITHUB__API_URL", f"http://127.0.0.1:{github_port(base)}/"),
+        "COORDINATOR_API__TOKEN": base.get("COORDINATOR_API__TOKEN", LOCAL_API_TOKEN),
         # The stand-in starts empty every time, so the ledger does too (set COORDINATOR_LEDGER_URL to keep one).
         "COORDINATOR_LEDGER_URL": base.get(
             "COORDINATOR_LEDGER_URL", f"sqlite+aiosqlite:///{state_dir / 'ledger.sqlite3'}"

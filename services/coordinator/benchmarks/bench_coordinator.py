@@ -11,6 +11,7 @@
 import argparse
 import asyncio
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -180,8 +181,14 @@ async def raw_broker(endpoint: str, count: int) -> float:
         return count / (time.perf_counter() - started)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def github_stand_in(count: int, state: Path) -> Iterator[str]:
+def github_stand_in(count: int, state: Path) -> Iterator[tuple[str, int]]:
     """The GitHub test server in its own process (as in ``make run``), seeded with ``count`` opted-in issues."""
     seed = {
         "users": [{"login": "alice"}, {"login": "agent-grid[bot]"}],
@@ -209,16 +216,17 @@ def github_stand_in(count: int, state: Path) -> Iterator[str]:
                     break
             except OSError:
                 time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/"
+        yield f"http://127.0.0.1:{port}/", process.pid
     finally:
         process.terminate()
         process.wait(timeout=10)
 
 
-async def end_to_end(endpoint: str, count: int) -> float:
-    """Nudges/s decided and launched by the coordinator (the GitHub stand-in runs in its own process)."""
+async def end_to_end(endpoint: str, count: int) -> tuple[float, float, float]:
+    """Nudges/s decided and launched by the coordinator (the GitHub stand-in runs in its own process), and
+    the share of one core that the stand-in and this process (the coordinator) each used meanwhile."""
     queue_settings = QueueSettings(prefix=f"e2e{uuid.uuid4().hex[:6]}")
-    with tempfile.TemporaryDirectory() as state, github_stand_in(count, Path(state)) as github_url:
+    with tempfile.TemporaryDirectory() as state, github_stand_in(count, Path(state)) as (github_url, github_pid):
         async with open_sqs_transport(AwsSettings(endpoint_url=endpoint)) as sqs:
             settings = Settings(
                 aws=AwsSettings(endpoint_url=endpoint),
@@ -244,13 +252,16 @@ async def end_to_end(endpoint: str, count: int) -> float:
             app = create_app(settings)
             async with app.router.lifespan_context(app):
                 started = time.perf_counter()
+                github_cpu, own_cpu = cpu_seconds(github_pid), time.process_time()
                 await Publisher(transport=sqs, queue_url=queues.nudges.url).publish_many(envelopes)
                 while True:
                     depth = await sqs.depth(queues.launches.url)
                     if depth.visible + depth.in_flight >= count:
                         break
                     await asyncio.sleep(0.05)
-                return count / (time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                github_share = (cpu_seconds(github_pid) - github_cpu) / elapsed
+                return count / elapsed, github_share, (time.process_time() - own_cpu) / elapsed
 
 
 async def main() -> None:
@@ -263,7 +274,7 @@ async def main() -> None:
     broker.start()
     try:
         raw = await raw_broker(broker.endpoint_url, args.nudges)
-        e2e = await end_to_end(broker.endpoint_url, args.nudges)
+        e2e, github_share, own_share = await end_to_end(broker.endpoint_url, args.nudges)
     finally:
         broker.stop()
 
@@ -281,6 +292,11 @@ async def main() -> None:
     print(
         f"({args.nudges} nudges, each: 1 GraphQL read, the lease, a launch, 2 GitHub writes; test server on loopback)"
     )
+    print(
+        f"CPU meanwhile: the GitHub stand-in {github_share:.0%} of a core, the coordinator {own_share:.0%} "
+        "(a stand-in near 100 % is the bottleneck, not the coordinator)"
+    )
+    print("against real GitHub, its write pacing (≤ 80 content writes a minute) allows at most 40 launches a minute")
     print("targets are informational; the benchmark always exits 0")
 
 

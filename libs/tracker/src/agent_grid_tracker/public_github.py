@@ -5,6 +5,7 @@ Pins REST API version 2022-11-28, caps rate-limit waits, retries outages with ca
 content-creating writes (≥ 1 s apart, ≤ 80 a minute) as GitHub asks.
 """
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -80,6 +81,10 @@ class _SharedTransport(httpx.AsyncBaseTransport):
         await self._transport.aclose()
 
 
+def _proxied() -> bool:
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"))
+
+
 @asynccontextmanager
 async def open_github_tracker(
     settings: GitHubSettings, *, request_hooks: Sequence[Callable[[httpx.Request], Awaitable[None]]] = ()
@@ -99,7 +104,8 @@ async def open_github_tracker(
     else:
         assert settings.token is not None  # guaranteed by the settings validator
         auth = TokenAuthStrategy(settings.token.get_secret_value())
-    transport = _SharedTransport()
+    # httpx honours HTTPS_PROXY/NO_PROXY only for the transports it builds itself; behind a proxy, let it.
+    transport = None if _proxied() else _SharedTransport()
 
     def on_write_wait(delay_s: float) -> None:
         _log.debug("github_write_paced", wait_s=round(delay_s, 3))
@@ -130,4 +136,5 @@ async def open_github_tracker(
     try:
         yield GitHubTracker(github, login=settings.login, page_size=settings.page_size)
     finally:
-        await transport.close_for_real()
+        if transport is not None:
+            await transport.close_for_real()

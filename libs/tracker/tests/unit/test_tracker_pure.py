@@ -9,6 +9,7 @@ from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_tracker.body_blocks import block_markers, replace_block
 from agent_grid_tracker.github_retry import RetryPolicy, tracker_error
 from agent_grid_tracker.poll_window import advance, fresh_issues
+from agent_grid_tracker.public_github import GitHubSettings, open_github_tracker
 from agent_grid_tracker.public_tracker import (
     Issue,
     IssueNotFound,
@@ -24,6 +25,7 @@ from githubkit.exception import PrimaryRateLimitExceeded, RequestError, RequestF
 from githubkit.response import Response
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
@@ -209,3 +211,14 @@ def test_statuses_map_to_what_the_caller_should_do(status: int, expected: type[E
     error = tracker_error(RequestFailed(github_response(status)), "get o/r#1")
     assert type(error) is expected
     assert "nope; bad" in str(error)
+
+
+async def test_behind_a_proxy_httpx_builds_its_own_transport_so_that_the_proxy_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = GitHubSettings(token=SecretStr("t"))
+    async with open_github_tracker(settings) as direct:
+        assert direct._github.config.async_transport is not None  # the shared connection pool
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
+    async with open_github_tracker(settings) as proxied:
+        assert proxied._github.config.async_transport is None

@@ -168,44 +168,32 @@ class Ledger:
 
     async def facts(self, *, issue_key: str, repo: str, root_key: str, agent_kind: str, today: date) -> LedgerFacts:
         """What the decision needs for one issue: a few indexed lookups, whatever the history's size."""
-        active = _ACTIVE
         async with self._engine.connect() as connection:
-            counts = (
-                await connection.execute(
-                    sa.select(
-                        sa.func.count(),
-                        sa.func.sum(sa.case((runs.c.repo == repo, 1), else_=0)),
-                        sa.func.sum(sa.case((runs.c.root_key == root_key, 1), else_=0)),
-                        sa.func.sum(sa.case((runs.c.agent_kind == agent_kind, 1), else_=0)),
-                        sa.func.max(sa.case((runs.c.issue_key == issue_key, runs.c.run_id), else_=None)),
-                        sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.cost_usd), else_=0.0)),
-                        sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.tokens), else_=0)),
-                    ).where(active)
-                )
-            ).one()
+            active = await _active_counts(
+                connection, issue_key=issue_key, repo=repo, root_key=root_key, agent_kind=agent_kind
+            )
             issue = (await connection.execute(sa.select(issues).where(issues.c.issue_key == issue_key))).first()
             tree = (await connection.execute(sa.select(trees).where(trees.c.root_key == root_key))).first()
             spent_today = await connection.scalar(
                 sa.select(repo_days.c.cost_usd).where(repo_days.c.repo == repo, repo_days.c.day == today)
             )
-            paused = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
-        active_total, in_repo, in_tree, of_kind, on_issue, active_cost, active_tokens = counts
+            paused = await _is_paused(connection)
         return LedgerFacts(
-            active_total=active_total,
-            active_in_repo=int(in_repo or 0),
-            active_in_tree=int(in_tree or 0),
-            active_of_kind=int(of_kind or 0),
-            active_run_on_issue=on_issue,
+            active_total=active.total,
+            active_in_repo=active.in_repo,
+            active_in_tree=active.in_tree,
+            active_of_kind=active.of_kind,
+            active_run_on_issue=active.run_on_issue,
             runs_on_issue=issue.runs if issue else 0,
             runs_in_tree=tree.runs if tree else 0,
             consecutive_failures=issue.consecutive_failures if issue else 0,
             # Finished runs' totals plus what the active ones have reported so far.
-            tree_cost_usd=(tree.cost_usd if tree else 0.0) + float(active_cost or 0.0),
-            tree_tokens=(tree.tokens if tree else 0) + int(active_tokens or 0),
+            tree_cost_usd=(tree.cost_usd if tree else 0.0) + active.tree_cost_usd,
+            tree_tokens=(tree.tokens if tree else 0) + active.tree_tokens,
             repo_cost_today_usd=float(spent_today or 0.0),
             last_manage_started_at=_aware(issue.last_manage_started_at) if issue else None,
             tree_authorised_by=tree.authorised_by if tree else None,
-            paused=bool(paused),
+            paused=paused,
             tree_killed=bool(tree.killed) if tree else False,
         )
 
@@ -470,8 +458,7 @@ class Ledger:
     async def paused(self) -> bool:
         """Whether launches are paused."""
         async with self._engine.connect() as connection:
-            value = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
-            return bool(value)
+            return await _is_paused(connection)
 
     async def close(self) -> None:
         """Release connections."""
@@ -515,25 +502,65 @@ async def migrate(engine: AsyncEngine) -> int:
     return len(MIGRATIONS)
 
 
-async def _over_a_cap(connection: AsyncConnection, run: NewRun, limits: LaunchLimits) -> bool:
-    active, in_repo, in_tree, of_kind = (
+@dataclass(frozen=True)
+class _ActiveCounts:
+    """Active runs: in all, in a repository, in a tree, of an agent kind; the issue's own; the tree's spend."""
+
+    total: int
+    in_repo: int
+    in_tree: int
+    of_kind: int
+    run_on_issue: str | None
+    tree_cost_usd: float
+    tree_tokens: int
+
+
+async def _active_counts(
+    connection: AsyncConnection, *, issue_key: str, repo: str, root_key: str, agent_kind: str
+) -> _ActiveCounts:
+    """One pass over the active runs only (through the partial indexes), however long the history."""
+    row = (
         await connection.execute(
             sa.select(
                 sa.func.count(),
-                sa.func.sum(sa.case((runs.c.repo == run.repo, 1), else_=0)),
-                sa.func.sum(sa.case((runs.c.root_key == run.root_key, 1), else_=0)),
-                sa.func.sum(sa.case((runs.c.agent_kind == run.agent_kind, 1), else_=0)),
+                sa.func.sum(sa.case((runs.c.repo == repo, 1), else_=0)),
+                sa.func.sum(sa.case((runs.c.root_key == root_key, 1), else_=0)),
+                sa.func.sum(sa.case((runs.c.agent_kind == agent_kind, 1), else_=0)),
+                sa.func.max(sa.case((runs.c.issue_key == issue_key, runs.c.run_id), else_=None)),
+                sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.cost_usd), else_=0.0)),
+                sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.tokens), else_=0)),
             ).where(_ACTIVE)
         )
     ).one()
+    total, in_repo, in_tree, of_kind, on_issue, cost, tokens = row
+    return _ActiveCounts(
+        total=total,
+        in_repo=int(in_repo or 0),
+        in_tree=int(in_tree or 0),
+        of_kind=int(of_kind or 0),
+        run_on_issue=on_issue,
+        tree_cost_usd=float(cost or 0.0),
+        tree_tokens=int(tokens or 0),
+    )
+
+
+async def _is_paused(connection: AsyncConnection) -> bool:
+    value = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
+    return bool(value)
+
+
+async def _over_a_cap(connection: AsyncConnection, run: NewRun, limits: LaunchLimits) -> bool:
+    active = await _active_counts(
+        connection, issue_key=run.issue_key, repo=run.repo, root_key=run.root_key, agent_kind=run.agent_kind
+    )
     on_issue = await connection.scalar(sa.select(issues.c.runs).where(issues.c.issue_key == run.issue_key))
     in_tree_total = await connection.scalar(sa.select(trees.c.runs).where(trees.c.root_key == run.root_key))
     kind_cap = limits.max_active_runs_of_kind
     return (
-        active >= limits.max_active_runs
-        or int(in_repo or 0) >= limits.max_active_runs_per_repo
-        or int(in_tree or 0) >= limits.max_active_runs_per_tree
-        or (kind_cap is not None and int(of_kind or 0) >= kind_cap)
+        active.total >= limits.max_active_runs
+        or active.in_repo >= limits.max_active_runs_per_repo
+        or active.in_tree >= limits.max_active_runs_per_tree
+        or (kind_cap is not None and active.of_kind >= kind_cap)
         or int(on_issue or 0) >= limits.max_runs_per_issue
         or int(in_tree_total or 0) >= limits.max_runs_per_tree
     )

@@ -1,9 +1,9 @@
 """The GitHub adapter: the :class:`Tracker` protocol over githubkit (REST 2022-11-28, GraphQL for trees)."""
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 from weakref import WeakValueDictionary
@@ -93,7 +93,7 @@ class GitHubTracker:
                 owner, name, labels=",".join(labels) if labels else UNSET, per_page=self._page_size
             ),
         )
-        items = await self._all_pages(what, first)
+        items, _ = await self._all_pages(what, first)
         issues = [issue_from_rest(item) for item in items if "pull_request" not in item]
         return tuple(sorted(issues, key=lambda issue: issue.ref.number))
 
@@ -274,39 +274,48 @@ class GitHubTracker:
         )
         if response.status_code == httpx.codes.NOT_MODIFIED:
             return PollResult(issues=(), cursor=cursor, not_modified=True)
-        items: list[dict[str, Any]] = list(_json(response))
-        page, pages = response, 1
-        while "next" in page.raw_response.links and pages < _MAX_POLL_PAGES and _no_progress(items, cursor):
-            page = await self._call(
-                f"poll {cursor.repo}",
-                self._github.arequest("GET", page.raw_response.links["next"]["url"], headers=self._version_header()),
-            )
-            items.extend(_json(page))
-            pages += 1
+        items, pages = await self._all_pages(
+            f"poll {cursor.repo}",
+            response,
+            read_on=lambda page: _no_progress(page, cursor),
+            max_pages=_MAX_POLL_PAGES,
+        )
         # Pull requests move the cursor too (a page of them must not stall it), but are not reported.
         polled = [issue_from_rest(item) for item in items]
         pull_requests = {item["number"] for item in items if "pull_request" in item}
         fresh = [issue for issue in fresh_issues(cursor, polled) if issue.ref.number not in pull_requests]
+        fresh_numbers = {issue.ref.number for issue in fresh}
         parents = {
             item["number"]: ref_of_issue_url(item["parent_issue_url"])
             for item in items
-            if item.get("parent_issue_url") and any(issue.ref.number == item["number"] for issue in fresh)
+            if item.get("parent_issue_url") and item["number"] in fresh_numbers
         }
         etag = response.headers.get("etag") if pages == 1 and "next" not in response.raw_response.links else None
         return PollResult(issues=tuple(fresh), parents=parents, cursor=advance(cursor, polled, etag))
 
-    async def _all_pages(self, what: str, first: Response[Any, Any]) -> list[dict[str, Any]]:
-        """The items of ``first`` and of the pages its ``Link: rel="next"`` chain leads to.
+    async def _all_pages(
+        self,
+        what: str,
+        first: Response[Any, Any],
+        *,
+        read_on: Callable[[list[dict[str, Any]]], bool] = lambda _page: True,
+        max_pages: int | None = None,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The items of ``first`` and of the pages its ``Link: rel="next"`` chain leads to, and the pages read.
 
-        GitHub builds the next URLs (they may even change path); they are followed as given.
+        GitHub builds the next URLs (they may even change path); they are followed as given, while
+        ``read_on`` says so of the page just read and fewer than ``max_pages`` were read.
         """
-        items: list[dict[str, Any]] = list(_json(first))
+        page: list[dict[str, Any]] = list(_json(first))
+        items, pages = list(page), 1
         next_url = first.raw_response.links.get("next", {}).get("url")
-        while next_url:
-            page = await self._call(what, self._github.arequest("GET", next_url, headers=self._version_header()))
-            items.extend(_json(page))
-            next_url = page.raw_response.links.get("next", {}).get("url")
-        return items
+        while next_url and read_on(page) and (max_pages is None or pages < max_pages):
+            response = await self._call(what, self._github.arequest("GET", next_url, headers=self._version_header()))
+            page = list(_json(response))
+            items.extend(page)
+            pages += 1
+            next_url = response.raw_response.links.get("next", {}).get("url")
+        return items, pages
 
     async def _add_sub_issue_by_id(self, parent: IssueRef, child_id: int, *, what: str) -> None:
         owner, name = _split(parent.repo)
@@ -367,10 +376,13 @@ def _already_done() -> Iterator[None]:
             raise
 
 
-def _no_progress(items: list[dict[str, Any]], cursor: PollCursor) -> bool:
-    """Every item so far was updated at the cursor's instant: the next poll would see the same page."""
+def _no_progress(page: list[dict[str, Any]], cursor: PollCursor) -> bool:
+    """Every item of the page was updated at the cursor's instant: the next poll would see the same page.
+
+    Reading on happens only after such pages, so checking the latest one is checking them all.
+    """
     since = cursor.since
-    return since is not None and all(issue_from_rest(item).updated_at <= since for item in items)
+    return since is not None and all(datetime.fromisoformat(item["updated_at"]) <= since for item in page)
 
 
 def _split(repo: str) -> tuple[str, str]:

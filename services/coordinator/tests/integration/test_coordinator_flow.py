@@ -225,6 +225,7 @@ async def test_the_api_shows_runs_and_trees_and_controls_launches(
 
             [run] = (await api.get("/api/runs", params={"issue": f"octo/widgets#{issue.number}"})).json()
             assert (run["run_id"], run["state"], run["authorised_by"]) == (launch.run_id, "launching", "alice")
+            assert (run["issue"], run["root"]) == (f"github:octo/widgets#{issue.number}",) * 2
             detail = (await api.get(f"/api/runs/{launch.run_id}")).json()
             assert [event["kind"] for event in detail["events"]] == ["launched"]
             tree = (await api.get(f"/api/trees/octo/widgets/{issue.number}")).json()

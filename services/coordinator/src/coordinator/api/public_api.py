@@ -13,7 +13,7 @@ from agent_grid_contracts.public_issues import IssueRef, parse_issue_ref
 from agent_grid_runtime.public_queues import QueueName, QueueUrls
 from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from coordinator.decisions.public_policy import Policy
 from coordinator.ledger.public_ledger import Ledger, RunRecord
@@ -28,12 +28,14 @@ class ApiSettings(BaseModel):
 
 
 class RunOut(BaseModel):
-    """A run as the API shows it."""
+    """A run as the API shows it (read straight from the ledger's record)."""
+
+    model_config = ConfigDict(from_attributes=True, populate_by_name=True)
 
     run_id: str
-    issue: str
+    issue: str = Field(validation_alias="issue_key")
     repo: str
-    root: str
+    root: str = Field(validation_alias="root_key")
     mode: str
     agent_kind: str
     state: str
@@ -130,17 +132,18 @@ def _add_tree_routes(router: APIRouter, ledger: Ledger, policy: Policy) -> None:
             },
         )
 
+    async def set_killed(owner: str, repo: str, number: int, killed: bool) -> dict[str, Any]:
+        root = IssueRef(repo=f"{owner}/{repo}", number=number)
+        await ledger.set_tree_killed(root.key, killed)
+        return {"root": root.key, "killed": killed}
+
     @router.post("/trees/{owner}/{repo}/{number}/kill")
     async def kill_tree(owner: str, repo: str, number: int) -> dict[str, Any]:
-        root = IssueRef(repo=f"{owner}/{repo}", number=number)
-        await ledger.set_tree_killed(root.key, True)
-        return {"root": root.key, "killed": True}
+        return await set_killed(owner, repo, number, True)
 
     @router.post("/trees/{owner}/{repo}/{number}/revive")
     async def revive_tree(owner: str, repo: str, number: int) -> dict[str, Any]:
-        root = IssueRef(repo=f"{owner}/{repo}", number=number)
-        await ledger.set_tree_killed(root.key, False)
-        return {"root": root.key, "killed": False}
+        return await set_killed(owner, repo, number, False)
 
 
 def _add_control_routes(
@@ -179,19 +182,4 @@ def _issue_key(text: str) -> str:
 
 
 def _run_out(run: RunRecord) -> RunOut:
-    return RunOut(
-        run_id=run.run_id,
-        issue=run.issue_key,
-        repo=run.repo,
-        root=run.root_key,
-        mode=run.mode,
-        agent_kind=run.agent_kind,
-        state=run.state,
-        authorised_by=run.authorised_by,
-        created_at=run.created_at,
-        last_seen_at=run.last_seen_at,
-        ended_at=run.ended_at,
-        exit_reason=run.exit_reason,
-        cost_usd=run.cost_usd,
-        tokens=run.tokens,
-    )
+    return RunOut.model_validate(run)

@@ -78,6 +78,28 @@ class Grid:
         return (await self.tracker.get_issue(IssueRef(repo="octo/widgets", number=number))).assignees
 
 
+def seeded_github() -> tuple[FakeGitHub, str]:
+    """The octo org (alice a member), its widgets repository, an outsider, our bot; returns the bot's token."""
+    github = FakeGitHub()
+    for login in ("alice", "mallory", BOT):
+        github.add_user(login)
+    github.add_organization("octo", members=["alice"])
+    github.add_repo("octo", "widgets")
+    return github, github.add_token(BOT)
+
+
+def coordinator_settings(
+    api_url: str, token: str, aws: AwsSettings, queues: QueueSettings, state: Path, **overrides: Any
+) -> Settings:
+    return Settings(
+        aws=aws,
+        queues=queues,
+        ledger_url=f"sqlite+aiosqlite:///{state / 'ledger.sqlite3'}",
+        github=GitHubSettings(api_url=api_url, token=SecretStr(token), write_interval_s=0),
+        **overrides,
+    )
+
+
 @pytest.fixture
 def policy() -> Policy:
     return Policy()
@@ -87,20 +109,9 @@ def policy() -> Policy:
 async def grid(
     sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path, policy: Policy
 ) -> AsyncIterator[Grid]:
-    github = FakeGitHub()
-    for login in ("alice", "mallory", BOT):
-        github.add_user(login)
-    github.add_organization("octo", members=["alice"])
-    github.add_repo("octo", "widgets")
-    token = github.add_token(BOT)
+    github, token = seeded_github()
     async with serve_github(github) as running:
-        settings = Settings(
-            aws=aws_settings,
-            queues=queue_settings,
-            ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
-            github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
-            policy=policy,
-        )
+        settings = coordinator_settings(running.base_url, token, aws_settings, queue_settings, tmp_path, policy=policy)
         app = create_app(settings)
         async with app.router.lifespan_context(app), open_github_tracker(settings.github) as tracker:  # type: ignore[arg-type]
             yield Grid(github, tracker, sqs, await resolve_queues(sqs, queue_settings))
@@ -189,20 +200,11 @@ async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Gri
 async def test_the_api_shows_runs_and_trees_and_controls_launches(
     sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
 ) -> None:
-    github = FakeGitHub()
-    for login in ("alice", BOT):
-        github.add_user(login)
-    github.add_organization("octo", members=["alice"])
-    github.add_repo("octo", "widgets")
+    github, token = seeded_github()
     issue = github.add_issue("octo", "widgets", "Do it", author="alice", labels=["agent-grid"])
-    token = github.add_token(BOT)
     async with serve_github(github) as running:
-        settings = Settings(
-            aws=aws_settings,
-            queues=queue_settings,
-            ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
-            github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
-            api=ApiSettings(token=SecretStr("s3cret")),
+        settings = coordinator_settings(
+            running.base_url, token, aws_settings, queue_settings, tmp_path, api=ApiSettings(token=SecretStr("s3cret"))
         )
         app = create_app(settings)
         queues = await resolve_queues(sqs, queue_settings)
@@ -261,24 +263,14 @@ async def test_a_burst_never_exceeds_the_concurrency_cap_and_waiters_run_when_sl
 async def test_a_restart_mid_stream_loses_no_launch_and_duplicates_none(
     sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
 ) -> None:
-    github = FakeGitHub()
-    for login in ("alice", BOT):
-        github.add_user(login)
-    github.add_organization("octo", members=["alice"])
-    github.add_repo("octo", "widgets")
+    github, token = seeded_github()
     numbers = [
         github.add_issue("octo", "widgets", f"Task {n}", author="alice", labels=["agent-grid"]).number
         for n in range(12)
     ]
-    token = github.add_token(BOT)
     async with serve_github(github) as running:
-        settings = Settings(
-            aws=aws_settings,
-            queues=queue_settings,
-            ledger_url=f"sqlite+aiosqlite:///{tmp_path / 'ledger.sqlite3'}",
-            github=GitHubSettings(api_url=running.base_url, token=SecretStr(token), write_interval_s=0),
-            policy=Policy(caps=Caps(max_active_runs=100, max_active_runs_per_repo=100, max_active_runs_per_tree=100)),
-        )
+        roomy = Policy(caps=Caps(max_active_runs=100, max_active_runs_per_repo=100, max_active_runs_per_tree=100))
+        settings = coordinator_settings(running.base_url, token, aws_settings, queue_settings, tmp_path, policy=roomy)
         queues = await resolve_queues(sqs, queue_settings)
         grid = Grid(github, None, sqs, queues)  # type: ignore[arg-type]
         for number in numbers:

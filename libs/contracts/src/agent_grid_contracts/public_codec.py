@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from agent_grid_contracts.public_controls import CancelRun
 from agent_grid_contracts.public_envelope import BodyModel, Envelope
 from agent_grid_contracts.public_launches import LaunchAgent
 from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted
@@ -17,7 +18,7 @@ from agent_grid_contracts.public_nudges import Nudge
 __all__ = ["KNOWN_BODIES", "ContractError", "decode", "encode"]
 
 KNOWN_BODIES: Mapping[str, type[BodyModel]] = {
-    body.KIND: body for body in (Nudge, LaunchAgent, AgentStarted, AgentHeartbeat, AgentExited)
+    body.KIND: body for body in (Nudge, LaunchAgent, AgentStarted, AgentHeartbeat, AgentExited, CancelRun)
 }
 
 # SQS caps a message at 256 KiB; refuse anything near it before parsing.

@@ -5,6 +5,7 @@ from uuid import uuid4
 
 import pytest
 from agent_grid_contracts.public_codec import KNOWN_BODIES, ContractError, decode, encode
+from agent_grid_contracts.public_controls import CancelRun
 from agent_grid_contracts.public_envelope import Envelope, wrap
 from agent_grid_contracts.public_issues import Actor, AuthorAssociation, IssueRef, parse_issue_ref
 from agent_grid_contracts.public_launches import LaunchAgent, RunLimits, RunMode
@@ -18,7 +19,7 @@ ISSUE = IssueRef(repo="octo/widgets", number=42, node_id="I_kwDOA")
 SCHEMA_DIR = Path(__file__).parents[2] / "schemas"
 
 
-def sample_bodies() -> list[Nudge | LaunchAgent | AgentStarted | AgentHeartbeat | AgentExited]:
+def sample_bodies() -> list[Nudge | LaunchAgent | AgentStarted | AgentHeartbeat | AgentExited | CancelRun]:
     usage = Usage(input_tokens=10, output_tokens=5, cost_usd=0.25, reported=True)
     return [
         Nudge(
@@ -48,6 +49,7 @@ def sample_bodies() -> list[Nudge | LaunchAgent | AgentStarted | AgentHeartbeat 
             usage=usage,
             summary="opened PR #7",
         ),
+        CancelRun(run_id="run-1", reason="tree killed by alice", grace_s=30),
     ]
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +181,7 @@ class Consumer:
         kind = "unknown"
         message_id: str | None = None
         result = _Result("cancelled")
+        slot = _Slot(self._release_slots)
         self._metrics.in_flight.labels(self._label).inc()
         with structlog.contextvars.bound_contextvars(
             queue=self._label, transport_id=message.transport_id, receive_count=message.receive_count
@@ -194,20 +196,23 @@ class Consumer:
                 with structlog.contextvars.bound_contextvars(
                     message_id=message_id, kind=kind, correlation_id=envelope.correlation_id
                 ):
-                    result = await self._dispatch(message, envelope)
+                    result = await self._dispatch(message, envelope, slot)
             except Exception as error:  # handler tasks share a TaskGroup: one escape would cancel all
                 result = _Result("failed", f"{type(error).__name__}: {error}", error)
             finally:
-                self._release_slots(1)
+                slot.handler_done(kept=result.outcome.startswith("handled"))
                 duration_s = time.perf_counter() - started
                 self._metrics.in_flight.labels(self._label).dec()
                 self._metrics.handled.labels(self._label, kind, result.outcome).inc()
                 self._metrics.duration.labels(self._label, kind).observe(duration_s)
                 self._log_outcome(message, kind, message_id, result, duration_s)
 
-    async def _dispatch(self, message: ReceivedMessage, envelope: Any) -> _Result:
+    async def _dispatch(self, message: ReceivedMessage, envelope: Any, slot: "_Slot") -> _Result:
         context = MessageContext(
-            queue=self._label, transport_id=message.transport_id, receive_count=message.receive_count
+            queue=self._label,
+            transport_id=message.transport_id,
+            receive_count=message.receive_count,
+            _hold_slot=slot.hold,
         )
         handler_done = asyncio.Event()
         heartbeat = asyncio.create_task(self._keep_invisible(message, handler_done))
@@ -306,6 +311,29 @@ class Consumer:
             _log.error("message_processed", exc_info=result.error, **fields)
         else:
             _log.warning("message_processed", **fields)
+
+
+class _Slot:
+    """One message's claim on a consumer slot, which a handler may hold beyond its own return."""
+
+    def __init__(self, release: Callable[[int], None]) -> None:
+        self._release = release
+        self._held = False
+        self._released = False
+
+    def hold(self) -> Callable[[], None]:
+        self._held = True
+        return self.release
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release(1)
+
+    def handler_done(self, *, kept: bool) -> None:
+        # A hold counts only for a handled message: a failed or retried one leaves nothing running.
+        if not (self._held and kept):
+            self.release()
 
 
 class _DeleteBatcher:

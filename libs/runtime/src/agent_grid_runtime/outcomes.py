@@ -1,6 +1,7 @@
 """Control-flow exceptions a handler raises to instruct the consumer, and the context it receives."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 
 class RetryLater(Exception):
@@ -20,6 +21,14 @@ class DropMessage(Exception):
         self.reason = reason
 
 
+def _nothing_to_release() -> None:
+    return None
+
+
+def _no_slot_to_hold() -> Callable[[], None]:
+    return _nothing_to_release
+
+
 @dataclass(frozen=True, slots=True)
 class MessageContext:
     """Transport facts a handler may use for decisions (never to ack: the consumer does that)."""
@@ -27,3 +36,12 @@ class MessageContext:
     queue: str
     transport_id: str
     receive_count: int
+    _hold_slot: Callable[[], Callable[[], None]] = field(default=_no_slot_to_hold, repr=False)
+
+    def hold_slot(self) -> Callable[[], None]:
+        """Keep this message's consumer slot after the handler returns; returns the (idempotent) release.
+
+        For work that outlives its message: the execution grid acknowledges a launch once the agent has
+        started, but the agent occupies the slot until it exits, so the consumer must not receive more.
+        """
+        return self._hold_slot()

@@ -2,9 +2,13 @@
 
 Three work queues, each with its dead-letter queue and a redrive policy:
 ``nudges`` (→ coordinator), ``launches`` (→ execution_grid) and ``lifecycle`` (→ coordinator).
+Each grid worker also owns a control queue, ``<prefix>-ctl-<worker>``, which it creates at start: a command
+about a run (cancel it) must reach the one worker that holds the run, which a shared queue cannot promise.
 """
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -13,12 +17,24 @@ import structlog
 from agent_grid_runtime.public_settings import QueueSettings
 from agent_grid_runtime.public_transport import QueueTransport
 
-__all__ = ["QueueName", "QueuePair", "QueueUrls", "queue_names", "resolve_queues"]
+__all__ = [
+    "QueueName",
+    "QueuePair",
+    "QueueUrls",
+    "control_queue_name",
+    "ensure_control_queue",
+    "queue_names",
+    "resolve_queues",
+]
 
 _log = structlog.get_logger(__name__)
 
 # Dead letters are evidence for an operator; keep them as long as SQS allows.
 _DEAD_LETTER_RETENTION_S = 1_209_600
+# A control command is about a run in flight; one that waited a day has nothing left to act on.
+_CONTROL_RETENTION_S = 86_400
+_SQS_NAME_MAX = 80
+_NOT_IN_QUEUE_NAMES = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class QueueName(StrEnum):
@@ -91,4 +107,43 @@ async def _resolve_pair(transport: QueueTransport, settings: QueueSettings, name
         },
     )
     _log.debug("queue_ready", queue=work_name, dead_letter_queue=dead_letter_name)
+    return QueuePair(url=url, dead_letter_url=dead_letter_url)
+
+
+def control_queue_name(settings: QueueSettings, worker_id: str) -> str:
+    """The physical name of a worker's control queue; producers derive it from ``AgentStarted.worker_id``.
+
+    SQS names allow 80 characters of ``[A-Za-z0-9_-]``: other characters become ``-`` and a long worker id
+    is shortened with a hash of the whole id, so two workers never share a queue.
+    """
+    base = f"{settings.prefix}-ctl-"
+    slug = _NOT_IN_QUEUE_NAMES.sub("-", worker_id)
+    room = _SQS_NAME_MAX - len(base)
+    if len(slug) > room or slug != worker_id:
+        digest = hashlib.sha256(worker_id.encode()).hexdigest()[:10]
+        slug = f"{slug[: room - len(digest) - 1]}-{digest}"
+    return base + slug
+
+
+async def ensure_control_queue(transport: QueueTransport, settings: QueueSettings, worker_id: str) -> QueuePair:
+    """Create (idempotently) the worker's control queue, dead-lettering to the shared ``<prefix>-ctl-dlq``.
+
+    Raises:
+        TransportError: the broker is unreachable.
+    """
+    dead_letter_url = await transport.ensure_queue(
+        f"{settings.prefix}-ctl-dlq", {"MessageRetentionPeriod": str(_DEAD_LETTER_RETENTION_S)}
+    )
+    redrive = {
+        "deadLetterTargetArn": await transport.queue_arn(dead_letter_url),
+        "maxReceiveCount": str(settings.max_receive_count),
+    }
+    url = await transport.ensure_queue(
+        control_queue_name(settings, worker_id),
+        {
+            "VisibilityTimeout": str(settings.visibility_timeout_s),
+            "MessageRetentionPeriod": str(_CONTROL_RETENTION_S),
+            "RedrivePolicy": json.dumps(redrive),
+        },
+    )
     return QueuePair(url=url, dead_letter_url=dead_letter_url)

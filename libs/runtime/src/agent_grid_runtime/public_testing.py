@@ -55,6 +55,10 @@ class InMemoryBroker:
         """Every message in the queue, visible or not."""
         return list(self._queue(queue_url).messages)
 
+    def attributes(self, queue_url: str) -> dict[str, str]:
+        """The attributes the queue was created with."""
+        return dict(self._queue(queue_url).attributes)
+
     def bodies(self, queue_url: str) -> list[str]:
         """The bodies of every message in the queue."""
         return [message.body for message in self._queue(queue_url).messages]

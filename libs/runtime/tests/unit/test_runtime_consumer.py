@@ -213,6 +213,57 @@ async def test_never_more_handlers_than_slots(broker: InMemoryBroker, queues: Qu
     assert peak == 3
 
 
+async def test_a_held_slot_stays_taken_after_the_handler_returns_until_released(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    releases: list[Callable[[], None]] = []
+    handled: list[int] = []
+
+    async def start_work(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        handled.append(envelope.body.issue.number)
+        releases.append(context.hold_slot())
+
+    await publisher.publish_many([nudge(n) for n in range(1, 6)])
+    consumer = make_consumer(broker, queues, start_work, max_in_flight=2)
+    task = asyncio.create_task(consumer.run())
+    async with asyncio.timeout(5):
+        while len(handled) < 2:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)
+    assert len(handled) == 2, "both slots are held by work that outlived its message"
+    assert consumer.in_flight == 0
+    assert len(broker.messages(queues.nudges.url)) == 3, "the two handled messages were acknowledged"
+
+    releases[0]()
+    releases[0]()  # idempotent: a second release must not create a third slot
+    async with asyncio.timeout(5):
+        while len(handled) < 3:
+            await asyncio.sleep(0.005)
+    await asyncio.sleep(0.1)
+    assert len(handled) == 3
+    consumer.stop()
+    await task
+
+
+async def test_a_failed_handler_gives_its_held_slot_back(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    attempts = 0
+
+    async def fail_after_holding(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        nonlocal attempts
+        attempts += 1
+        context.hold_slot()
+        raise RuntimeError("the work never started")
+
+    await publisher.publish_many([nudge(1), nudge(2)])
+    await run_consumer_until(
+        make_consumer(broker, queues, fail_after_holding, max_in_flight=1, visibility_timeout_s=1),
+        lambda: attempts >= 2,
+        timeout_s=5.0,
+    )
+
+
 async def test_receives_ask_only_for_free_slots(
     broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
 ) -> None:

@@ -48,8 +48,12 @@ lint: .venv/.synced
 typecheck: .venv/.synced
 	$(RUN) mypy libs/*/src services/*/src libs/*/tests services/*/tests tests */*/benchmarks conftest.py
 
+.PHONY: sandbox-tools  # bubblewrap (Debian package), for the grid's sandboxed runner and its tests
+sandbox-tools:
+	@command -v bwrap >/dev/null || (echo "installing bubblewrap (Debian package)"; apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap))
+
 .PHONY: pytest  # unit and integration tests (the tests start and stop the embedded broker themselves)
-pytest: install test-fixtures
+pytest: install test-fixtures sandbox-tools
 	$(RUN) pytest
 
 .PHONY: test  # everything CI runs: lint, typecheck, schemas up to date, tests against the real broker

@@ -1,4 +1,5 @@
 import asyncio
+from pathlib import Path
 
 import httpx
 from agent_grid_contracts.public_envelope import wrap
@@ -9,14 +10,19 @@ from agent_grid_runtime.public_queues import resolve_queues
 from agent_grid_runtime.public_settings import HttpSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_testing import InMemoryBroker
-from execution_grid.settings import Settings
+from execution_grid.settings import Settings, WorkspaceSettings
 from execution_grid.worker import run_worker
 
 
-async def test_worker_consumes_launches_serves_health_and_stops_on_request() -> None:
+async def test_worker_consumes_launches_serves_health_and_stops_on_request(tmp_path: Path) -> None:
     broker = InMemoryBroker()
     port = find_free_port()
-    settings = Settings(queues=QueueSettings(prefix="unit"), http=HttpSettings(port=port))
+    settings = Settings(
+        queues=QueueSettings(prefix="unit"),
+        http=HttpSettings(port=port),
+        state_dir=tmp_path,
+        workspace=WorkspaceSettings(clone_base_url=None),
+    )
     queues = await resolve_queues(broker, settings.queues)
     await Publisher(transport=broker, queue_url=queues.launches.url).publish(
         wrap(

@@ -1,0 +1,249 @@
+"""Runners start an agent's process and own its process group. Local subprocesses today, MicroVMs later.
+
+A runner is the isolation boundary: the worker hands it a :class:`ProcessSpec` and gets back an
+:class:`AgentProcess` it can read, signal and wait for. The worker never touches a pid itself.
+"""
+
+import asyncio
+import os
+import shutil
+import signal
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import structlog
+
+__all__ = [
+    "AgentProcess",
+    "BubblewrapRunner",
+    "LocalProcessRunner",
+    "ProcessSpec",
+    "ResourceLimits",
+    "Runner",
+    "RunnerUnavailable",
+]
+
+_log = structlog.get_logger(__name__)
+_CHUNK = 64 * 1024
+
+
+class RunnerUnavailable(Exception):
+    """The process could not be started (missing executable, sandbox refused); the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceLimits:
+    """rlimits applied to the agent process and inherited by its children. None: not limited."""
+
+    address_space_bytes: int | None = None
+    max_processes: int | None = None
+    """RLIMIT_NPROC counts every process of the user, not of the run: size it for all runs of the worker."""
+    max_open_files: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    """One agent process: ``argv`` in ``cwd`` with exactly ``env``; ``stdin`` is written then closed."""
+
+    argv: Sequence[str]
+    cwd: Path
+    env: dict[str, str]
+    stdin: bytes | None = None
+    limits: ResourceLimits = ResourceLimits()
+    writable: Sequence[Path] = field(default_factory=tuple)
+    """Directories the agent may write (its workspace, its run directory); sandboxing runners enforce it."""
+
+
+class AgentProcess:
+    """A started agent: its output as chunks, signals to its whole process group, and its exit code."""
+
+    def __init__(self, process: asyncio.subprocess.Process, stdin: bytes | None) -> None:
+        self._process = process
+        self.pid = process.pid
+        # start_new_session made the child a session and group leader: its pgid is its pid, and every
+        # descendant that does not leave the group is reached by one killpg.
+        self.pgid = process.pid
+        self._stdin_task = asyncio.create_task(self._feed(stdin)) if process.stdin is not None else None
+
+    async def _feed(self, data: bytes | None) -> None:
+        stdin = self._process.stdin
+        assert stdin is not None
+        try:
+            if data:
+                stdin.write(data)
+                await stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the agent exited or closed its stdin without reading it all: its choice
+        finally:
+            stdin.close()
+
+    async def output(self) -> AsyncIterator[bytes]:
+        """Raw output chunks (stdout and stderr merged) until the agent closes them."""
+        stdout = self._process.stdout
+        assert stdout is not None
+        while chunk := await stdout.read(_CHUNK):
+            yield chunk
+
+    def signal_group(self, signum: int) -> bool:
+        """Send ``signum`` to the process group; False when the group is already gone."""
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            # Only possible if the pgid was recycled by another user's process: not ours to signal.
+            _log.warning("signal_refused", pgid=self.pgid, signal=signal.Signals(signum).name)
+            return False
+        return True
+
+    def signal_leader(self, signum: int) -> bool:
+        """Send ``signum`` to the agent process only (wind-down signals go to the agent, not its tools)."""
+        if self._process.returncode is not None:
+            return False
+        try:
+            self._process.send_signal(signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def wait(self) -> int:
+        """The exit code (negative: killed by that signal). Reaps the process; survivors of its group are killed."""
+        code = await self._process.wait()
+        if self._stdin_task is not None:
+            await self._stdin_task
+        # The leader is gone; anything it left in its group (a tool it started, a daemon) goes with it, so a
+        # finished run never leaves an orphan behind. The group cannot have been recycled: its members keep it.
+        self.signal_group(signal.SIGKILL)
+        return code
+
+
+class Runner(Protocol):
+    """Starts agent processes in some isolation."""
+
+    @property
+    def name(self) -> str:
+        """For logs and the API."""
+        ...
+
+    async def start(self, spec: ProcessSpec) -> AgentProcess:
+        """Start the process.
+
+        Raises:
+            RunnerUnavailable: it could not be started.
+        """
+        ...
+
+
+class LocalProcessRunner:
+    """A plain subprocess in its own session, with rlimits, that dies with the worker.
+
+    The environment is exactly the spec's, but the process runs as the worker's user: it could read the
+    worker's ``/proc/<pid>/environ``. Where that matters, use :class:`BubblewrapRunner` (own PID namespace)
+    or, later, a MicroVM.
+    """
+
+    name = "subprocess"
+
+    def __init__(self) -> None:
+        self._prlimit = shutil.which("prlimit")
+        self._setpriv = shutil.which("setpriv")
+
+    def wrapper(self, limits: ResourceLimits) -> list[str]:
+        """The exec chain in front of the agent's argv: rlimits, then the parent-death signal.
+
+        Both are util-linux tools that set their attribute and exec, so the agent keeps the pid we started;
+        doing it in a ``preexec_fn`` instead would fork the threaded worker with the GIL held.
+        """
+        chain: list[str] = []
+        flags = _prlimit_flags(limits)
+        if flags and self._prlimit:
+            chain += [self._prlimit, *flags, "--"]
+        if self._setpriv:
+            # If the worker dies (even SIGKILL), the kernel kills the agent: no run outlives its supervisor.
+            chain += [self._setpriv, "--pdeathsig", "KILL", "--"]
+        return chain
+
+    async def start(self, spec: ProcessSpec) -> AgentProcess:
+        """See Runner."""
+        return await _spawn([*self.wrapper(spec.limits), *spec.argv], spec)
+
+
+class BubblewrapRunner(LocalProcessRunner):
+    """The local runner inside bubblewrap: own PID and IPC namespaces, a read-only root, writable run dirs.
+
+    The agent sees no other process (so no other process's environment), cannot write outside its workspace
+    and run directory, gets a private ``/tmp``, and the whole sandbox dies with the worker. The network stays
+    shared: agents need their model API.
+    """
+
+    name = "bubblewrap"
+
+    def __init__(self, bwrap: str = "bwrap", *, hide: Sequence[Path] = ()) -> None:
+        super().__init__()
+        found = shutil.which(bwrap)
+        if found is None:
+            raise RunnerUnavailable(f"bubblewrap ({bwrap!r}) is not installed: apt-get install bubblewrap")
+        self._bwrap = found
+        self._hide = tuple(hide)
+
+    def sandbox(self, spec: ProcessSpec) -> list[str]:
+        """The bwrap argv prefix for ``spec``."""
+        argv = [
+            self._bwrap,
+            "--die-with-parent",
+            "--unshare-pid",
+            "--unshare-ipc",
+            "--unshare-uts",
+            "--ro-bind",
+            "/",
+            "/",
+            "--dev",
+            "/dev",
+            "--proc",
+            "/proc",
+            "--tmpfs",
+            "/tmp",  # a private tmpfs inside the sandbox, not the host's
+        ]
+        for hidden in self._hide:
+            argv += ["--tmpfs", str(hidden)]
+        for path in spec.writable:
+            argv += ["--bind", str(path), str(path)]
+        return [*argv, "--chdir", str(spec.cwd), "--"]
+
+    async def start(self, spec: ProcessSpec) -> AgentProcess:
+        """See Runner."""
+        # rlimits outside (inherited through bwrap's exec), sandbox inside.
+        return await _spawn([*self.wrapper(spec.limits), *self.sandbox(spec), *spec.argv], spec)
+
+
+def _prlimit_flags(limits: ResourceLimits) -> list[str]:
+    flags = []
+    if limits.address_space_bytes is not None:
+        flags.append(f"--as={limits.address_space_bytes}")
+    if limits.max_processes is not None:
+        flags.append(f"--nproc={limits.max_processes}")
+    if limits.max_open_files is not None:
+        flags.append(f"--nofile={limits.max_open_files}")
+    return flags
+
+
+async def _spawn(argv: Sequence[str], spec: ProcessSpec) -> AgentProcess:
+    # The wrappers exec the agent, so a missing executable would surface as exit code 127 of a started run;
+    # checking first turns it into a clear launch failure.
+    if shutil.which(spec.argv[0], path=spec.env.get("PATH", os.defpath)) is None:
+        raise RunnerUnavailable(f"agent executable {spec.argv[0]!r} not found on the run's PATH")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            cwd=spec.cwd,
+            env=spec.env,
+            stdin=asyncio.subprocess.PIPE if spec.stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as error:
+        raise RunnerUnavailable(f"cannot start {spec.argv[0]!r}: {error.strerror or error}") from error
+    return AgentProcess(process, spec.stdin)

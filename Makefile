@@ -83,6 +83,10 @@ bench-webhooks: install
 bench-coordinator: install
 	$(RUN) python services/coordinator/benchmarks/bench_coordinator.py
 
+.PHONY: bench-grid  # launch→spawn latency with a consumer already polling; most agents one worker supervises, and its CPU share
+bench-grid: install
+	$(RUN) python services/execution_grid/benchmarks/bench_grid.py
+
 .PHONY: broker-start  # start the embedded broker in the background on 127.0.0.1:4566
 broker-start: install
 	$(RUN) agent-grid broker start

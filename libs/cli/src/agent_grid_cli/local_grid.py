@@ -84,7 +84,43 @@ def service_environment(
         f"{prefix}HTTP__PORT": base.get(f"{prefix}HTTP__PORT", str(service.port)),
         f"{prefix}LOG__FORMAT": base.get(f"{prefix}LOG__FORMAT", "console"),
         "PYTHONUNBUFFERED": "1",
+        **(grid_environment(base, state_dir) if prefix == "EXECUTION_GRID_" else {}),
     }
+
+
+def grid_environment(base: dict[str, str], state_dir: Path) -> dict[str, str]:
+    """The grid worker's local defaults: the scripted agent stands in for Claude Code, the demo repo is local.
+
+    The scripted agent speaks Claude Code's stream-json, so the whole path (adapter, usage parsing, exit
+    reason, status comment) runs without a model API key. Point ``EXECUTION_GRID_AGENTS__CLAUDE_CODE__EXECUTABLE``
+    at a real ``claude`` (and set its ``API_KEY``) to run the real thing.
+    """
+    scripted = str(Path(sys.executable).parent / "agent-grid-scripted-agent")
+    defaults = {
+        "EXECUTION_GRID_STATE_DIR": str(state_dir / "execution-grid"),
+        "EXECUTION_GRID_AGENTS__CLAUDE_CODE__EXECUTABLE": scripted,
+        "EXECUTION_GRID_WORKSPACE__CLONE_BASE_URL": str(state_dir / "git"),
+        "EXECUTION_GRID_API_TOKEN": LOCAL_API_TOKEN,
+        "EXECUTION_GRID_PUBLIC_URL": f"http://127.0.0.1:{base.get('EXECUTION_GRID_HTTP__PORT', '8003')}",
+        "EXECUTION_GRID_TRACKER_TOKEN": LOCAL_BOT_TOKEN,
+    }
+    return {name: base.get(name, value) for name, value in defaults.items()}
+
+
+def create_demo_repository(git_root: Path) -> Path:
+    """A bare ``demo/widgets`` repository with one commit: what the grid clones for the demo's runs."""
+    upstream = git_root / "demo" / "widgets.git"
+    seed = git_root / "seed"
+    git = ["git", "-c", "user.name=agent-grid", "-c", "user.email=agent-grid@users.noreply.github.com"]
+    quiet = {"check": True, "capture_output": True}
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(upstream)], **quiet)  # type: ignore[call-overload]
+    subprocess.run(["git", "init", "-q", "-b", "main", str(seed)], **quiet)  # type: ignore[call-overload]
+    (seed / "README.md").write_text("# widgets\n\nagent-grid's local demo repository.\n")
+    subprocess.run([*git, "-C", str(seed), "add", "README.md"], **quiet)  # type: ignore[call-overload]
+    subprocess.run([*git, "-C", str(seed), "commit", "-qm", "Start the widgets"], **quiet)  # type: ignore[call-overload]
+    subprocess.run([*git, "-C", str(seed), "push", "-q", str(upstream), "main"], **quiet)  # type: ignore[call-overload]
+    shutil.rmtree(seed)
+    return upstream
 
 
 @dataclass
@@ -154,6 +190,7 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
         started_broker = broker.start()
         if not started_broker:
             print(f"broker: already running on {broker.endpoint_url}; using it and leaving it running", flush=True)
+        create_demo_repository(state_dir / "git")
         seed = state_dir / "github-seed.json"
         seed.write_text(json.dumps(github_seed(base)))
         commands = {

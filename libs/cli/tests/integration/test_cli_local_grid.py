@@ -58,7 +58,8 @@ def test_run_local_starts_a_working_grid_and_stops_it_on_ctrl_c(tmp_path: Path) 
             wait_for(lambda: b"nudge_dropped" in log_path.read_bytes(), 20, "the coordinator to consume it", log_path)
 
             # The whole loop through the GitHub stand-in: alice opens an opted-in issue, its signed webhook
-            # becomes a nudge, the coordinator launches a run and says so on the issue.
+            # becomes a nudge, the coordinator launches a run, the grid runs the agent (the scripted stand-in
+            # for Claude Code) in a clone of the demo repository, and the run's end is told on the issue.
             github = f"http://127.0.0.1:{github_port}"
             opened = httpx.post(
                 f"{github}/repos/demo/widgets/issues",
@@ -70,15 +71,16 @@ def test_run_local_starts_a_working_grid_and_stops_it_on_ctrl_c(tmp_path: Path) 
             number = opened.json()["number"]
             wait_for(lambda: b"run_launched" in log_path.read_bytes(), 30, "a launch", log_path)
 
-            def status_says_running() -> bool:
+            def status_says_it_succeeded() -> bool:
                 comments = httpx.get(
                     f"{github}/repos/demo/widgets/issues/{number}/comments",
                     headers={"Authorization": "token local-dev-alice-token"},
                     timeout=5,
                 ).json()
-                return any("running" in comment["body"] for comment in comments)
+                return any("ended: **success**" in comment["body"] for comment in comments)
 
-            wait_for(status_says_running, 15, "the status comment", log_path)
+            wait_for(status_says_it_succeeded, 30, "the status comment of the finished run", log_path)
+            assert b"agent_exited" in log_path.read_bytes()
 
             grid.send_signal(signal.SIGINT)
             assert grid.wait(timeout=60) == 0
@@ -88,7 +90,8 @@ def test_run_local_starts_a_working_grid_and_stops_it_on_ctrl_c(tmp_path: Path) 
                 grid.wait()
     output = log_path.read_text()
     assert "grid: stopped" in output
-    assert output.count("consumer_stopped") == 3, output  # nudges, lifecycle, launches: each drained
+    # nudges, lifecycle, launches and the grid's control queue: each drained
+    assert output.count("consumer_stopped") == 4, output
     assert not any(healthy(port) for port in ports.values())
     with pytest.raises(httpx.TransportError):
         httpx.get(f"http://127.0.0.1:{broker_port}/_localstack/health", timeout=1)

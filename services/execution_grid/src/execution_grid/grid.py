@@ -232,7 +232,7 @@ class Grid:
             adapter_variables=command.env,
             secrets=RunSecrets(
                 tracker_token=_secret(self._settings.tracker_token),
-                api_key_env=adapter.api_key_env,
+                api_key_env=(kind.api_key_env if kind else None) or adapter.api_key_env,
                 api_key=_secret(kind.api_key) if kind else None,
             ),
         )

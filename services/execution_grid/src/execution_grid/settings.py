@@ -18,6 +18,9 @@ class AgentKindSettings(BaseModel):
     model: str | None = None
     extra_args: list[str] = Field(default_factory=list)
     api_key: SecretStr | None = Field(default=None, description="The model API key runs of this kind receive.")
+    api_key_env: str | None = Field(
+        default=None, description="The variable the key is passed in; the adapter's default if unset (aider: set it)."
+    )
 
 
 class WorkspaceSettings(BaseModel):

@@ -211,7 +211,9 @@ class ClaudeCodeAdapter:
         argv = [request.executable or "claude", "-p", "--output-format", "stream-json", "--verbose"]
         # Nobody is there to answer a permission prompt, and "dontAsk" would deny every tool not allow-listed
         # beforehand (tests, git, the grid's own tools). The run's isolation is its workspace and its scrubbed
-        # environment, so the agent gets every permission inside it.
+        # environment, so the agent gets every permission inside it. As root, Claude Code refuses this mode
+        # unless IS_SANDBOX=1 says the host is disposable (anthropics/claude-code#3490); that claim is the
+        # operator's to make (pass it through the worker's environment), not this adapter's.
         argv += ["--permission-mode", "bypassPermissions"]
         limits = request.limits
         if limits.max_turns is not None:

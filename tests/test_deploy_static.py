@@ -745,3 +745,15 @@ def test_compose_keeps_state_outside_the_read_only_images(compose: dict[str, Any
         value = environments[service].get(key, "")
         assert value.startswith(scheme), f"{service}: {key} is {value!r}, not a {scheme} database"
         assert "@postgres:" in value, f"{service}: {key} does not name the compose postgres service"
+
+
+def test_the_grid_keeps_its_run_state_on_a_volume(compose: dict[str, Any]) -> None:
+    # A restarted worker settles what it left running from its run records; on the image's own filesystem
+    # they would vanish with the container (and /app is read-only to the service user anyway).
+    grid = built_services(compose)["execution-grid"]
+    state_dir = environment_of(grid).get("EXECUTION_GRID_STATE_DIR")
+    assert state_dir, "execution-grid: EXECUTION_GRID_STATE_DIR is not set"
+    mounts = [str(volume).split(":") for volume in grid.get("volumes", [])]
+    assert any(target == state_dir and source in compose.get("volumes", {}) for source, target, *_ in mounts), (
+        f"execution-grid: {state_dir} is not a named volume"
+    )

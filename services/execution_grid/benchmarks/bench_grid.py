@@ -346,6 +346,7 @@ class Concurrency:
     api_running: int = 0
     ramp_announced_s: float = 0.0
     ramp_running_s: float = 0.0
+    ramp_worker_cpu_s: float = 0.0
     window_s: float = 0.0
     worker_cpu_s: float = 0.0
     agents_cpu_s: float = 0.0
@@ -380,11 +381,13 @@ async def measure_concurrency(
     result = Concurrency(agents=args.agents)
     run_ids = [f"conc-{number}-{uuid.uuid4().hex[:8]}" for number in range(1, args.agents + 1)]
     result.run_ids = run_ids
+    ramp_cpu = cpu_seconds(worker.pid)
     published_at = time.time()
     envelopes = [launch(run_id, number, script, published_at) for number, run_id in enumerate(run_ids, start=1)]
     await publisher.publish_many(envelopes)
     print(f"  {args.agents} launches published; waiting for every agent to start …", flush=True)
     await lifecycle.until(lambda: lifecycle.all_started(run_ids), args.ramp_timeout_s, "all agents started")
+    result.ramp_worker_cpu_s = cpu_seconds(worker.pid) - ramp_cpu
     result.started = sum(run_id in lifecycle.started for run_id in run_ids)
     result.ramp_announced_s = max(lifecycle.started[run_id][0] for run_id in run_ids) - published_at
     await asyncio.sleep(1)  # the last start records are written just after AgentStarted can arrive
@@ -526,9 +529,8 @@ def print_table(results: Results, args: argparse.Namespace, endpoint: str) -> No
     print()
 
     share = concurrency.worker_share
-    header = f"{'one worker, ' + str(concurrency.agents) + ' concurrent scripted agents':<58}{'':>32}"
-    print(header)
-    print("-" * len(header))
+    print(f"one worker, {concurrency.agents} concurrent scripted agents")
+    print("-" * 90)
 
     def row(label: str, value: str) -> None:
         print(f"{label:<58}{value}")
@@ -536,6 +538,8 @@ def print_table(results: Results, args: argparse.Namespace, endpoint: str) -> No
     row("agents started (AgentStarted received / GET /runs)", f"{concurrency.started} / {concurrency.api_running}")
     row("ramp: publish → last AgentStarted received", f"{concurrency.ramp_announced_s:.1f} s")
     row("ramp: publish → last agent process running", f"{concurrency.ramp_running_s:.1f} s")
+    per_launch_ms = concurrency.ramp_worker_cpu_s / max(1, concurrency.agents) * 1000
+    row("  worker CPU during the ramp, per launch", f"{per_launch_ms:.1f} ms")
     row("agents still running at the end of the window", f"{concurrency.alive_after_window}")
     row(f"worker CPU over {concurrency.window_s:.0f} s of steady state", f"{share:.1%} of one core")
     row("  agents' CPU meanwhile (all of them)", f"{concurrency.agents_cpu_s / concurrency.window_s:.1%} of one core")

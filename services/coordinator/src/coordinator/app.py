@@ -18,6 +18,7 @@ from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
 
 from coordinator.api.public_api import build_api_router
+from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
 from coordinator.ledger.public_ledger import open_ledger
 from coordinator.settings import Settings
@@ -49,6 +50,7 @@ def create_app(
                 launches=runtime.publisher(QueueName.LAUNCHES),
                 nudges=runtime.publisher(QueueName.NUDGES),
                 policy=settings.policy,
+                cancels=RunCanceller(transport=runtime.transport, queues=settings.queues, producer=SERVICE),
             )
             nudges = runtime.consumer(
                 QueueName.NUDGES, Handlers().on(Nudge, coordinator.on_nudge), settings.nudge_consumer
@@ -63,7 +65,14 @@ def create_app(
             )
             app.include_router(runtime.ops_router({"consumers": lambda: _all_running(nudges, lifecycle)}))
             app.include_router(
-                build_api_router(ledger, settings.policy, settings.api, runtime.transport, runtime.queues)
+                build_api_router(
+                    ledger,
+                    settings.policy,
+                    settings.api,
+                    runtime.transport,
+                    runtime.queues,
+                    cancel_tree=coordinator.cancel_tree,
+                )
             )
             await stack.enter_async_context(_sweeping(coordinator, settings))
             async with running_consumers([nudges, lifecycle]):

@@ -1,26 +1,28 @@
 """The coordinator end to end on the real broker, against the GitHub test server and a real ledger.
 
-Nudges in → decisions → launches out; lifecycle events in → the ledger, status comments and follow-ups.
+Nudges in → decisions → launches out; lifecycle events in → the ledger, status comments and follow-ups;
+``CancelRun`` out to the control queue of the worker that must stop a run.
 """
 
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from agent_grid_contracts.public_codec import decode
+from agent_grid_contracts.public_controls import CancelRun
 from agent_grid_contracts.public_envelope import wrap
 from agent_grid_contracts.public_issues import Actor, AuthorAssociation, IssueRef
 from agent_grid_contracts.public_launches import LaunchAgent, RunMode
-from agent_grid_contracts.public_lifecycle import AgentExited, AgentStarted, ExitReason
+from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted, ExitReason
 from agent_grid_contracts.public_nudges import Nudge, NudgeReason
 from agent_grid_contracts.public_usage import Usage
 from agent_grid_github_test_server.public_server import FakeGitHub, serve_github
-from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
+from agent_grid_runtime.public_queues import QueueUrls, ensure_control_queue, resolve_queues
 from agent_grid_runtime.public_settings import AwsSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_transport import QueueTransport
@@ -30,12 +32,14 @@ from coordinator.app import create_app
 from coordinator.decisions.public_policy import Caps, Policy
 from coordinator.settings import Settings
 from pydantic import SecretStr
+from structlog.testing import capture_logs
 
 pytestmark = pytest.mark.connected
 
 ALICE = Actor(login="alice", association=AuthorAssociation.MEMBER)
 MALLORY = Actor(login="mallory", association=AuthorAssociation.NONE)
 BOT = "agent-grid[bot]"
+API_TOKEN = "s3cret"
 
 
 @dataclass
@@ -44,6 +48,8 @@ class Grid:
     tracker: GitHubTracker  # to look at the issues as GitHub shows them
     sqs: QueueTransport
     queues: QueueUrls
+    queue_settings: QueueSettings | None = None
+    api: httpx.AsyncClient | None = None  # the coordinator's /api, authorised
 
     async def nudge(
         self,
@@ -58,8 +64,44 @@ class Grid:
         envelopes = [wrap(nudge, producer="test") for _ in range(copies)]
         await Publisher(transport=self.sqs, queue_url=self.queues.nudges.url).publish_many(envelopes)
 
-    async def lifecycle(self, body: Any) -> None:
-        await Publisher(transport=self.sqs, queue_url=self.queues.lifecycle.url).publish(wrap(body, producer="grid"))
+    async def lifecycle(self, body: Any, *, occurred_at: datetime | None = None) -> None:
+        envelope = wrap(body, producer="grid", occurred_at=occurred_at)
+        await Publisher(transport=self.sqs, queue_url=self.queues.lifecycle.url).publish(envelope)
+
+    async def settle(self, *, timeout_s: float = 10.0) -> None:
+        """Wait until the coordinator has handled every lifecycle event sent so far."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                depth = await self.sqs.depth(self.queues.lifecycle.url)
+                if depth.visible + depth.in_flight + depth.delayed == 0:
+                    return
+                await asyncio.sleep(0.05)
+
+    async def control_queue(self, worker_id: str) -> str:
+        """A fake grid worker's control queue, created as the worker does at start."""
+        assert self.queue_settings is not None
+        return (await ensure_control_queue(self.sqs, self.queue_settings, worker_id)).url
+
+    async def launch(self, title: str, **issue: Any) -> LaunchAgent:
+        """A new opted-in issue, nudged by alice, and the one launch that follows."""
+        seeded = self.github.add_issue("octo", "widgets", title, author="alice", labels=["agent-grid"], **issue)
+        await self.nudge(seeded.number)
+        [launch] = await self.drain(self.queues.launches.url)
+        assert isinstance(launch, LaunchAgent)
+        return launch
+
+    async def start(self, launch: LaunchAgent, worker_id: str) -> None:
+        await self.lifecycle(
+            AgentStarted(run_id=launch.run_id, issue=launch.issue, worker_id=worker_id, started_at=datetime.now(UTC))
+        )
+        await self.settle()
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        assert self.api is not None
+        response = await self.api.get(f"/api/runs/{run_id}")
+        response.raise_for_status()
+        found: dict[str, Any] = response.json()
+        return found
 
     async def drain(self, url: str, *, wait_s: float = 2.0) -> list[Any]:
         found: list[Any] = []
@@ -106,15 +148,44 @@ def policy() -> Policy:
 
 
 @pytest.fixture
+def overrides() -> dict[str, Any]:
+    """More coordinator settings (parametrize to change them)."""
+    return {}
+
+
+@pytest.fixture
 async def grid(
-    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path, policy: Policy
+    sqs: QueueTransport,
+    aws_settings: AwsSettings,
+    queue_settings: QueueSettings,
+    tmp_path: Path,
+    policy: Policy,
+    overrides: dict[str, Any],
 ) -> AsyncIterator[Grid]:
     github, token = seeded_github()
     async with serve_github(github) as running:
-        settings = coordinator_settings(running.base_url, token, aws_settings, queue_settings, tmp_path, policy=policy)
+        settings = coordinator_settings(
+            running.base_url,
+            token,
+            aws_settings,
+            queue_settings,
+            tmp_path,
+            policy=policy,
+            api=ApiSettings(token=SecretStr(API_TOKEN)),
+            **overrides,
+        )
         app = create_app(settings)
-        async with app.router.lifespan_context(app), open_github_tracker(settings.github) as tracker:  # type: ignore[arg-type]
-            yield Grid(github, tracker, sqs, await resolve_queues(sqs, queue_settings))
+        async with (
+            app.router.lifespan_context(app),
+            open_github_tracker(settings.github) as tracker,  # type: ignore[arg-type]
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app),
+                base_url="http://coordinator",
+                headers={"Authorization": f"Bearer {API_TOKEN}"},
+            ) as api,
+        ):
+            queues = await resolve_queues(sqs, queue_settings)
+            yield Grid(github, tracker, sqs, queues, queue_settings, api)
 
 
 async def test_a_trusted_nudge_launches_once_and_the_run_is_recorded_and_reported(grid: Grid) -> None:
@@ -290,3 +361,138 @@ async def test_a_restart_mid_stream_loses_no_launch_and_duplicates_none(
 
     launched = [launch.issue.number for launch in launches]
     assert sorted(launched) == sorted(numbers)  # each issue exactly once: nothing lost, nothing doubled
+
+
+async def cancels_on(grid: Grid, control_url: str, *, wait_s: float = 2.0) -> list[CancelRun]:
+    found = await grid.drain(control_url, wait_s=wait_s)
+    assert all(isinstance(command, CancelRun) for command in found)
+    return found
+
+
+# A worker partitioned from the coordinator: its run is declared lost after a second of silence, and the
+# issue may not run again, so the lost run's re-decision launches nothing more.
+@pytest.mark.parametrize(
+    ("policy", "overrides"),
+    [(Policy(caps=Caps(max_runs_per_issue=1)), {"lost_after_s": 1.0, "sweep_interval_s": 0.2})],
+)
+async def test_a_worker_reporting_a_run_the_ledger_already_ended_is_told_to_stop_it(grid: Grid) -> None:
+    control = await grid.control_queue("w1")
+    launch = await grid.launch("Do it")
+    async with asyncio.timeout(10):
+        while (lost := await grid.run(launch.run_id))["state"] != "lost":
+            await asyncio.sleep(0.1)
+    declared_lost = datetime.fromisoformat(lost["ended_at"])
+
+    # The partition heals: the worker's start (and then its heartbeats) finally arrive.
+    began = declared_lost - timedelta(seconds=1)
+    await grid.lifecycle(AgentStarted(run_id=launch.run_id, issue=launch.issue, worker_id="w1", started_at=began))
+    await grid.settle()
+    [cancel] = await cancels_on(grid, control)
+    assert cancel.run_id == launch.run_id
+    assert "already ended" in cancel.reason
+    assert (await grid.run(launch.run_id))["state"] == "lost"  # the late start did not revive it
+
+    beat = AgentHeartbeat(run_id=launch.run_id, issue=launch.issue, worker_id="w1", sequence=1, elapsed_s=5)
+    await grid.lifecycle(beat, occurred_at=began)  # sent before the run was declared lost: only late
+    await grid.lifecycle(beat)  # sent after: the process still runs
+    await grid.settle()
+    assert [command.run_id for command in await cancels_on(grid, control)] == [launch.run_id]
+
+
+async def test_a_second_worker_starting_a_held_run_is_told_to_stop_and_the_first_keeps_it(grid: Grid) -> None:
+    first, second = await grid.control_queue("w1"), await grid.control_queue("w2")
+    launch = await grid.launch("Do it")
+    await grid.start(launch, "w1")
+    await grid.start(launch, "w1")  # the same worker repeating its start: nothing to stop
+    await grid.start(launch, "w2")  # the launch delivered twice, say
+
+    [cancel] = await cancels_on(grid, second)
+    assert (cancel.run_id, cancel.reason) == (launch.run_id, "the run is held by worker w1: one run id, one process")
+    assert await cancels_on(grid, first, wait_s=0.5) == []
+
+    # The duplicate's heartbeat and exit neither refresh nor end the run; the holder's exit ends it.
+    before = await grid.run(launch.run_id)
+    await grid.lifecycle(
+        AgentHeartbeat(run_id=launch.run_id, issue=launch.issue, worker_id="w2", sequence=1, elapsed_s=1)
+    )
+    await grid.lifecycle(
+        AgentExited(run_id=launch.run_id, issue=launch.issue, worker_id="w2", reason=ExitReason.CANCELLED)
+    )
+    await grid.settle()
+    during = await grid.run(launch.run_id)
+    assert (during["state"], during["last_seen_at"]) == ("running", before["last_seen_at"])
+    assert [(event["kind"], event["detail"]) for event in during["events"]][1:] == [("started", "w1")]
+
+    await grid.lifecycle(
+        AgentExited(run_id=launch.run_id, issue=launch.issue, worker_id="w1", reason=ExitReason.SUCCESS)
+    )
+    await grid.settle()
+    after = await grid.run(launch.run_id)
+    assert (after["state"], after["exit_reason"]) == ("exited", "success")
+
+
+async def test_killing_a_tree_through_the_api_stops_its_runs_in_flight_and_those_still_launching(grid: Grid) -> None:
+    assert grid.api is not None
+    first, second = await grid.control_queue("w1"), await grid.control_queue("w2")
+    root = grid.github.add_issue("octo", "widgets", "Epic", author="alice", labels=["agent-grid"])
+    child = grid.github.add_issue("octo", "widgets", "Step 1", author="alice")
+    grid.github.add_sub_issue(root, child)
+    await grid.nudge(child.number)
+    [working] = await grid.drain(grid.queues.launches.url)
+    await grid.start(working, "w1")
+    await grid.nudge(root.number)
+    [managing] = await grid.drain(grid.queues.launches.url)  # launched, not started yet
+    assert managing.issue.number == root.number
+
+    killed = (await grid.api.post(f"/api/trees/octo/widgets/{root.number}/kill")).json()
+    assert (killed["killed"], killed["cancels_sent"]) == (True, 1)
+    [cancel] = await cancels_on(grid, first)
+    assert (cancel.run_id, cancel.reason) == (working.run_id, "tree killed by the kill switch")
+
+    # The run that was still launching is told to stop as soon as its worker is known, and ends when it exits.
+    await grid.start(managing, "w2")
+    [late] = await cancels_on(grid, second)
+    assert (late.run_id, late.reason) == (managing.run_id, "tree killed by the kill switch")
+    assert (await grid.run(managing.run_id))["state"] == "running"
+    await grid.lifecycle(
+        AgentExited(run_id=managing.run_id, issue=managing.issue, worker_id="w2", reason=ExitReason.CANCELLED)
+    )
+    await grid.settle()
+    assert (await grid.run(managing.run_id))["exit_reason"] == "cancelled"
+
+
+async def test_the_kill_label_stops_the_runs_of_its_tree_when_the_next_nudge_arrives(grid: Grid) -> None:
+    running_queue, launching_queue = await grid.control_queue("w1"), await grid.control_queue("w2")
+    running = await grid.launch("Running")
+    await grid.start(running, "w1")
+    launching = await grid.launch("Launching")
+    for launch in (running, launching):
+        await grid.tracker.add_labels(launch.issue, ("agent-grid:stop",))
+        await grid.nudge(launch.issue.number)  # the label's webhook
+    await grid.drain(grid.queues.nudges.url, wait_s=1)
+
+    [cancel] = await cancels_on(grid, running_queue)
+    assert (cancel.run_id, cancel.reason) == (running.run_id, "tree killed by the kill switch")
+    # No worker to tell yet: the ledger notes the request, and the start is answered with it.
+    assert await cancels_on(grid, launching_queue, wait_s=0.5) == []
+    await grid.start(launching, "w2")
+    [late] = await cancels_on(grid, launching_queue)
+    assert late.run_id == launching.run_id
+    events = [event["kind"] for event in (await grid.run(launching.run_id))["events"]]
+    assert events == ["launched", "cancel_requested", "started"]
+
+
+async def test_a_cancel_for_a_worker_without_a_control_queue_is_logged_and_the_event_still_handled(
+    grid: Grid,
+) -> None:
+    launch = await grid.launch("Do it")
+    await grid.start(launch, "w1")
+    with capture_logs() as logs:
+        # A worker that no longer exists (or never created its queue). The event settles: handled and
+        # deleted, where a failed handler would leave it in flight until its visibility timeout.
+        await grid.start(launch, "gone")
+    [undeliverable] = [line for line in logs if line["event"] == "cancel_undeliverable"]
+    assert (undeliverable["run_id"], undeliverable["worker_id"]) == (launch.run_id, "gone")
+    outcomes = [line["outcome"] for line in logs if line["event"] == "message_processed"]
+    assert outcomes == ["handled"]
+    assert (await grid.run(launch.run_id))["state"] == "running"

@@ -12,12 +12,22 @@ import pytest
 from agent_grid_contracts.public_issues import Actor, AuthorAssociation
 from agent_grid_contracts.public_lifecycle import ExitReason
 from coordinator.decisions.public_facts import LedgerFacts
-from coordinator.ledger.public_ledger import LaunchLimits, Ledger, NewRun, StartOutcome, open_ledger
+from coordinator.ledger.public_ledger import (
+    ActiveRun,
+    Claim,
+    ClaimResult,
+    LaunchLimits,
+    Ledger,
+    NewRun,
+    StartOutcome,
+    open_ledger,
+)
 
 STARTED = StartOutcome.STARTED
 
 POSTGRES_URL = os.environ.get("AGENT_GRID_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+ROOT = "github:octo/widgets#1"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -85,9 +95,9 @@ async def test_the_lease_admits_one_active_run_per_issue_even_when_raced(ledger:
 
 async def test_every_run_ends_exactly_once_and_usage_only_grows(ledger: Ledger) -> None:
     assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
-    assert await ledger.mark_started("run-1", worker_id="w1", at=NOW)
-    assert await ledger.heartbeat("run-1", at=NOW, cost_usd=0.5, tokens=500)
-    assert await ledger.heartbeat("run-1", at=NOW, cost_usd=0.2, tokens=100)  # late, older heartbeat
+    assert (await ledger.mark_started("run-1", worker_id="w1", at=NOW)).held
+    assert (await ledger.heartbeat("run-1", worker_id="w1", at=NOW, cost_usd=0.5, tokens=500)).held
+    assert (await ledger.heartbeat("run-1", worker_id="w1", at=NOW, cost_usd=0.2, tokens=100)).held  # older
     during = await facts(ledger)
     assert (during.tree_cost_usd, during.tree_tokens) == (0.5, 500)
 
@@ -96,7 +106,8 @@ async def test_every_run_ends_exactly_once_and_usage_only_grows(ledger: Ledger) 
     assert first is not None
     assert again is None  # a redelivered or contradicting exit changes nothing
     assert (first.run.exit_reason, first.consecutive_failures) == ("failed", 1)
-    assert not await ledger.mark_started("run-1", worker_id="w2", at=NOW)  # a late start does not revive it
+    late = await ledger.mark_started("run-1", worker_id="w2", at=NOW)  # a late start does not revive it
+    assert (late.claim, late.holder, late.ended_at) == (Claim.ENDED, "w1", NOW)
 
     after = await facts(ledger)
     assert after.tree_cost_usd == pytest.approx(0.75)
@@ -200,3 +211,74 @@ async def test_the_oldest_waiting_issues_are_released_first(ledger: Ledger) -> N
     assert [pending.issue_key for pending in first] == ["github:octo/widgets#1", "github:octo/widgets#3"]
     assert [pending.issue_key for pending in await ledger.take_oldest_pending(limit=2)] == ["github:octo/widgets#2"]
     assert await ledger.take_oldest_pending(limit=2) == []
+
+
+async def test_the_first_worker_to_start_a_run_holds_it_and_only_its_reports_count(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
+    early = NOW - timedelta(seconds=1)
+    # A heartbeat may overtake its AgentStarted: with no worker recorded yet, it counts.
+    assert (await ledger.heartbeat("run-1", worker_id="w1", at=early, cost_usd=0.1, tokens=10)).held
+    assert await ledger.mark_started("run-1", worker_id="w1", at=NOW) == ClaimResult(Claim.HELD, holder="w1")
+    assert await ledger.mark_started("run-1", worker_id="w1", at=NOW + timedelta(seconds=5)) == ClaimResult(
+        Claim.HELD, holder="w1"
+    )  # the same worker repeating its start: a no-op
+    assert await ledger.mark_started("run-1", worker_id="w2", at=NOW) == ClaimResult(Claim.ELSEWHERE, holder="w1")
+    assert await ledger.mark_started("nope", worker_id="w2", at=NOW) == ClaimResult(Claim.UNKNOWN)
+
+    later = NOW + timedelta(minutes=1)
+    stray = await ledger.heartbeat("run-1", worker_id="w2", at=later, cost_usd=9.0, tokens=9000)
+    assert stray == ClaimResult(Claim.ELSEWHERE, holder="w1")
+    assert (
+        await ledger.finish("run-1", reason=ExitReason.CANCELLED, at=later, cost_usd=0, tokens=0, worker_id="w2")
+        is None
+    )
+    found = await ledger.run("run-1")
+    assert found is not None
+    run, events = found
+    # The stray worker neither refreshed the run nor added its spend, nor ended it.
+    assert (run.state, run.last_seen_at, run.cost_usd) == ("running", NOW, 0.1)
+    assert [(event.kind, event.detail) for event in events] == [("launched", "plan by alice"), ("started", "w1")]
+
+    finished = await ledger.finish("run-1", reason=ExitReason.SUCCESS, at=later, cost_usd=1, tokens=1, worker_id="w1")
+    assert finished is not None
+    assert finished.run.exit_reason == "success"
+    assert await ledger.heartbeat("run-1", worker_id="w1", at=later, cost_usd=1, tokens=1) == ClaimResult(
+        Claim.ENDED, holder="w1", ended_at=later
+    )
+
+
+async def test_racing_starts_from_several_workers_leave_the_run_with_exactly_one(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
+    claims = await asyncio.gather(*(ledger.mark_started("run-1", worker_id=f"w{n}", at=NOW) for n in range(6)))
+    [holder] = [claim.holder for claim in claims if claim.held]
+    assert holder is not None
+    assert all(claim == ClaimResult(Claim.ELSEWHERE, holder=holder) for claim in claims if not claim.held)
+    assert [run.worker_id for run in await ledger.request_cancels(root_key=ROOT, reason="x", at=NOW)] == [holder]
+
+
+async def test_a_cancel_asked_for_before_a_worker_is_known_is_reported_at_the_start(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("run-7", issue=7), now=NOW) is STARTED
+    assert await ledger.start_run(new_run("run-8", issue=8), now=NOW) is STARTED
+    assert await ledger.start_run(new_run("run-9", issue=9, root=2), now=NOW) is STARTED
+    assert (await ledger.mark_started("run-8", worker_id="w8", at=NOW)).held
+
+    asked = await ledger.request_cancels(root_key=ROOT, issue_key="github:octo/widgets#7", reason="stop 7", at=NOW)
+    assert asked == [ActiveRun("run-7", "github:octo/widgets#7", None)]
+    tree = await ledger.request_cancels(root_key=ROOT, reason="stop the tree", at=NOW)
+    assert sorted(tree, key=lambda run: run.run_id) == [
+        ActiveRun("run-7", "github:octo/widgets#7", None),
+        ActiveRun("run-8", "github:octo/widgets#8", "w8"),
+    ]
+    assert await ledger.request_cancels(root_key="github:octo/widgets#3", reason="nothing there", at=NOW) == []
+
+    started = await ledger.mark_started("run-7", worker_id="w7", at=NOW)
+    # Recorded (the run stays active until its worker reports the exit), with the first reason it was given.
+    assert started == ClaimResult(Claim.HELD, holder="w7", cancel_requested="stop 7")
+    found = await ledger.run("run-7")
+    assert found is not None
+    assert [event.kind for event in found[1]] == ["launched", "cancel_requested", "started"]
+
+    assert await ledger.mark_started("run-9", worker_id="w9", at=NOW) == ClaimResult(Claim.HELD, holder="w9")
+    await ledger.set_tree_killed("github:octo/widgets#2", True)
+    again = await ledger.mark_started("run-9", worker_id="w9", at=NOW)
+    assert again == ClaimResult(Claim.HELD, holder="w9", tree_killed=True)

@@ -5,6 +5,7 @@ is refused. It is what the dashboard will read; OpenAPI at ``/docs``.
 """
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
 from typing import Annotated, Any
@@ -18,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from coordinator.decisions.public_policy import Policy
 from coordinator.ledger.public_ledger import Ledger, RunRecord
 
-__all__ = ["ApiSettings", "build_api_router"]
+__all__ = ["ApiSettings", "TreeCanceller", "build_api_router"]
+
+# Stops every active run of a tree (by its root's key); returns how many CancelRun commands were delivered.
+type TreeCanceller = Callable[[str], Awaitable[int]]
 
 
 class ApiSettings(BaseModel):
@@ -68,9 +72,24 @@ class TreeOut(BaseModel):
 
 
 def build_api_router(
-    ledger: Ledger, policy: Policy, settings: ApiSettings, transport: QueueTransport, queues: QueueUrls
+    ledger: Ledger,
+    policy: Policy,
+    settings: ApiSettings,
+    transport: QueueTransport,
+    queues: QueueUrls,
+    *,
+    cancel_tree: TreeCanceller,
 ) -> APIRouter:
-    """The ``/api`` routes over the ledger and the queues."""
+    """The ``/api`` routes over the ledger and the queues.
+
+    Args:
+        ledger: the run ledger.
+        policy: the rules in force.
+        settings: the API's own settings.
+        transport: the broker, for queue depths.
+        queues: the work queues.
+        cancel_tree: stops the runs of a tree whose kill switch was just turned on.
+    """
 
     def authorised(request: Request) -> None:
         expected = settings.token.get_secret_value() if settings.token else None
@@ -82,7 +101,7 @@ def build_api_router(
 
     router = APIRouter(prefix="/api", dependencies=[Depends(authorised)], tags=["coordinator"])
     _add_run_routes(router, ledger)
-    _add_tree_routes(router, ledger, policy)
+    _add_tree_routes(router, ledger, policy, cancel_tree)
     _add_control_routes(router, ledger, policy, transport, queues)
     return router
 
@@ -108,7 +127,7 @@ def _add_run_routes(router: APIRouter, ledger: Ledger) -> None:
         return RunDetail(**_run_out(run).model_dump(), events=[asdict(event) for event in events])
 
 
-def _add_tree_routes(router: APIRouter, ledger: Ledger, policy: Policy) -> None:
+def _add_tree_routes(router: APIRouter, ledger: Ledger, policy: Policy, cancel_tree: TreeCanceller) -> None:
     @router.get("/trees/{owner}/{repo}/{number}")
     async def get_tree(owner: str, repo: str, number: int) -> TreeOut:
         root = IssueRef(repo=f"{owner}/{repo}", number=number)
@@ -139,7 +158,9 @@ def _add_tree_routes(router: APIRouter, ledger: Ledger, policy: Policy) -> None:
 
     @router.post("/trees/{owner}/{repo}/{number}/kill")
     async def kill_tree(owner: str, repo: str, number: int) -> dict[str, Any]:
-        return await set_killed(owner, repo, number, True)
+        # The switch first, then the runs: a run that launches meanwhile sees the switch when it starts.
+        killed = await set_killed(owner, repo, number, True)
+        return {**killed, "cancels_sent": await cancel_tree(killed["root"])}
 
     @router.post("/trees/{owner}/{repo}/{number}/revive")
     async def revive_tree(owner: str, repo: str, number: int) -> dict[str, Any]:

@@ -5,6 +5,10 @@ act in an order that survives a crash at any point. A launch takes the ledger's 
 command is published, so a redelivered nudge finds the lease taken; a crash between the two leaves a run
 ``launching`` that the sweep declares lost, releasing the lease. GitHub writes (status comment,
 assignee, labels) come last and are best effort: GitHub shows state, the ledger owns it.
+
+Runs are stopped with ``CancelRun`` to the worker that holds them: when the kill switch is turned on for
+their tree, and when a worker reports a run the ledger does not hold on it (unknown, already ended, or held
+by another worker), so one run id never has two processes and a run the ledger ended never keeps running.
 """
 
 import uuid
@@ -30,12 +34,13 @@ from agent_grid_tracker.public_tracker import (
 )
 
 from coordinator.decisions.public_decide import decide_launch
-from coordinator.decisions.public_facts import Trigger
+from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
 from coordinator.decisions.public_policy import Policy
 from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
 from coordinator.handling import status
 from coordinator.handling.facts import issue_facts
-from coordinator.ledger.public_ledger import LaunchLimits, Ledger, NewRun, StartOutcome
+from coordinator.handling.public_cancelling import RunCanceller
+from coordinator.ledger.public_ledger import Claim, ClaimResult, LaunchLimits, Ledger, NewRun, StartOutcome
 
 __all__ = ["Coordinator"]
 
@@ -45,6 +50,9 @@ _MAX_SQS_DELAY_S = 900
 _RELEASED_PER_EXIT = 3
 # Waits that end when something else happens (a run ends, a slot frees): re-decide the issue then.
 _REMEMBERED = frozenset({WaitReason.RUN_IN_FLIGHT, WaitReason.CONCURRENCY, WaitReason.PAUSED})
+# The reasons a CancelRun carries (the worker logs them).
+_TREE_KILLED = "tree killed by the kill switch"
+_ISSUE_KILLED = "the issue carries the kill label"
 
 
 @dataclass
@@ -56,6 +64,7 @@ class Coordinator:
     launches: Publisher
     nudges: Publisher
     policy: Policy
+    cancels: RunCanceller
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     async def on_nudge(self, envelope: Envelope[Nudge], context: MessageContext) -> None:
@@ -75,6 +84,8 @@ class Coordinator:
             agent_kind=self.policy.agent_kind,
             today=now.date(),
         )
+        # The decision refuses new launches under the kill switch; what already runs there is stopped here.
+        await self._stop_killed(facts, ledger_facts, envelope)
         verdict = decide_launch(facts, ledger_facts, Trigger(nudge.reason, nudge.actor), self.policy, now)
         _log.info(
             "nudge_decided",
@@ -87,28 +98,61 @@ class Coordinator:
         await self._act(verdict, envelope, view, facts.root, now)
 
     async def on_started(self, envelope: Envelope[AgentStarted], _context: MessageContext) -> None:
-        """The grid started the run."""
+        """The grid started the run; a start the ledger does not record, or a run that must stop, is cancelled."""
         event = envelope.body
-        if not await self.ledger.mark_started(event.run_id, worker_id=event.worker_id, at=event.started_at):
-            _log.info("start_ignored", run_id=event.run_id, reason="unknown or already ended run")
+        claim = await self.ledger.mark_started(event.run_id, worker_id=event.worker_id, at=event.started_at)
+        reason: str | None
+        if not claim.held:
+            _log.info("start_refused", run_id=event.run_id, worker_id=event.worker_id, claim=claim.claim.value)
+            reason = _not_held(claim)
+        else:
+            # The run stays active until the worker's AgentExited(cancelled) ends it, as any run does.
+            reason = claim.cancel_requested or (_TREE_KILLED if claim.tree_killed else None)
+        if reason is not None:
+            await self.cancels.cancel(event.run_id, event.worker_id, reason=reason, cause=envelope)
 
     async def on_heartbeat(self, envelope: Envelope[AgentHeartbeat], _context: MessageContext) -> None:
-        """The run is alive; record what it has spent."""
+        """The run is alive; record what it has spent. A process the ledger no longer holds is told to stop."""
         event = envelope.body
-        await self.ledger.heartbeat(
-            event.run_id, at=self.clock(), cost_usd=event.usage.cost_usd, tokens=event.usage.total_tokens
+        claim = await self.ledger.heartbeat(
+            event.run_id,
+            worker_id=event.worker_id,
+            at=self.clock(),
+            cost_usd=event.usage.cost_usd,
+            tokens=event.usage.total_tokens,
         )
+        # A heartbeat sent before its run ended is only late (it was overtaken by the exit); one sent after
+        # the ledger ended the run comes from a process still running, e.g. a worker back from a partition
+        # whose run was declared lost meanwhile.
+        stale = claim.claim is Claim.ENDED and claim.ended_at is not None and envelope.occurred_at <= claim.ended_at
+        if not claim.held and not stale:
+            await self.cancels.cancel(event.run_id, event.worker_id, reason=_not_held(claim), cause=envelope)
 
     async def on_exited(self, envelope: Envelope[AgentExited], _context: MessageContext) -> None:
         """The run ended: record it once, tell the issue, and nudge what comes next."""
         event = envelope.body
-        await self._end_run(
+        # Only the worker holding the run ends it. Another worker's exit is that of a duplicate process (the
+        # one its start was refused for): the holder's process still runs and reports its own exit, or, if
+        # it died, falls silent for the lost-run sweep. Ending the run on the duplicate's word would free
+        # the issue's lease while the holder runs, and let a second run start on the issue.
+        ended = await self._end_run(
             event.run_id,
             event.reason,
             cost_usd=event.usage.cost_usd,
             tokens=event.usage.total_tokens,
             summary=event.summary,
+            worker_id=event.worker_id,
         )
+        if not ended:
+            _log.info("exit_ignored", run_id=event.run_id, worker_id=event.worker_id, reason=event.reason.value)
+
+    async def cancel_tree(self, root_key: str, *, reason: str = _TREE_KILLED) -> int:
+        """Stop every active run of the tree (its kill switch was just turned on); returns the commands sent.
+
+        A run still launching has no worker to tell yet: the ledger notes the request, and the run's
+        ``AgentStarted`` is answered with the cancel.
+        """
+        return await self._cancel_runs(root_key=root_key, reason=reason)
 
     async def sweep_lost_runs(self, *, silent_for: timedelta) -> int:
         """Declare runs not heard from for ``silent_for`` lost, releasing their leases; returns how many."""
@@ -125,6 +169,30 @@ class Coordinator:
         for key in due:
             await self._nudge(_ref_of_key(key), NudgeReason.MANAGEMENT_DUE, "periodic resumption")
         return len(due)
+
+    async def _stop_killed(self, facts: IssueFacts, ledger_facts: LedgerFacts, envelope: Envelope[Nudge]) -> None:
+        """The kill switch on the tree (its root's label, or the API) stops the tree's runs; on an issue, its run."""
+        kill_label = self.policy.kill_label
+        if ledger_facts.tree_killed or kill_label in facts.root_labels:
+            if ledger_facts.active_in_tree:
+                await self._cancel_runs(root_key=facts.root.key, reason=_TREE_KILLED, cause=envelope)
+        elif kill_label in facts.labels and ledger_facts.active_run_on_issue is not None:
+            await self._cancel_runs(
+                root_key=facts.root.key, issue_key=facts.ref.key, reason=_ISSUE_KILLED, cause=envelope
+            )
+
+    async def _cancel_runs(
+        self, *, root_key: str, issue_key: str | None = None, reason: str, cause: Envelope[Nudge] | None = None
+    ) -> int:
+        active = await self.ledger.request_cancels(
+            root_key=root_key, issue_key=issue_key, reason=reason, at=self.clock()
+        )
+        sent = 0
+        for run in active:
+            if run.worker_id is not None:  # a launching run is cancelled when its AgentStarted arrives
+                sent += await self.cancels.cancel(run.run_id, run.worker_id, reason=reason, cause=cause)
+        _log.info("runs_cancelled", root=root_key, issue=issue_key, active=len(active), sent=sent, reason=reason)
+        return sent
 
     async def _read_tree(self, ref: IssueRef) -> tuple[IssueView, list[IssueView]]:
         try:
@@ -222,13 +290,14 @@ class Coordinator:
         cost_usd: float,
         tokens: int,
         summary: str,
-    ) -> None:
+        worker_id: str | None = None,
+    ) -> bool:
         now = self.clock()
         ended = await self.ledger.finish(
-            run_id, reason=reason, at=now, cost_usd=cost_usd, tokens=tokens, summary=summary
+            run_id, reason=reason, at=now, cost_usd=cost_usd, tokens=tokens, summary=summary, worker_id=worker_id
         )
         if ended is None:
-            return  # already ended: a repeated or late exit changes nothing
+            return False  # already ended (a repeated or late exit changes nothing), or not this worker's run
         run = ended.run
         ref = _ref_of_key(run.issue_key)
         _log.info("run_ended", run_id=run_id, issue=run.issue_key, reason=reason.value, cost_usd=run.cost_usd)
@@ -239,6 +308,7 @@ class Coordinator:
             await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
         await self._follow_up(ref, reason, run_began=run.created_at)
         await self._update_roll_up(_ref_of_key(run.root_key), now)
+        return True
 
     async def _update_roll_up(self, root: IssueRef, now: datetime) -> None:
         """Rewrite the tree block in the root's description (nothing is written when it did not change)."""
@@ -296,6 +366,17 @@ def _ref_of_key(key: str) -> IssueRef:
     tracker, _, rest = key.partition(":")
     repo, _, number = rest.rpartition("#")
     return IssueRef(tracker=tracker, repo=repo, number=int(number))
+
+
+def _not_held(claim: ClaimResult) -> str:
+    """Why a worker must stop a run the ledger does not hold on it (the reason its CancelRun carries)."""
+    match claim.claim:
+        case Claim.ENDED:
+            return "the run already ended in the ledger (it exited, or was declared lost)"
+        case Claim.ELSEWHERE:
+            return f"the run is held by worker {claim.holder}: one run id, one process"
+        case _:
+            return "the coordinator has no such run"
 
 
 def _detail(verdict: Verdict) -> str:

@@ -7,7 +7,7 @@ every write is idempotent, so a redelivered message changes nothing twice.
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -33,6 +33,9 @@ from coordinator.ledger.schema import (
 )
 
 __all__ = [
+    "ActiveRun",
+    "Claim",
+    "ClaimResult",
     "FinishedRun",
     "LaunchLimits",
     "Ledger",
@@ -101,6 +104,46 @@ class StartOutcome(StrEnum):
     AT_CAP = "at_cap"  # a concurrency or run-count cap would be exceeded
 
 
+class Claim(StrEnum):
+    """Whether the worker that reported a run holds it, as the ledger sees it."""
+
+    HELD = "held"  # the run is active and this worker holds it (or no worker is recorded yet)
+    UNKNOWN = "unknown"  # no such run
+    ENDED = "ended"  # the run is over: it exited, or was declared lost while its worker was out of reach
+    ELSEWHERE = "elsewhere"  # another worker holds the run
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What the ledger made of a worker's ``AgentStarted`` or heartbeat.
+
+    For a run the worker does not hold, ``holder`` is the worker the ledger records (None if it never
+    started) and ``ended_at`` when it ended. For a start the ledger recorded, ``tree_killed`` and
+    ``cancel_requested`` (the reason given) say the run must stop nevertheless: its tree's kill switch is
+    on, or it was asked to stop while it was still launching, before its worker was known.
+    """
+
+    claim: Claim
+    holder: str | None = None
+    ended_at: datetime | None = None
+    tree_killed: bool = False
+    cancel_requested: str | None = None
+
+    @property
+    def held(self) -> bool:
+        """The ledger holds the run on the reporting worker."""
+        return self.claim is Claim.HELD
+
+
+@dataclass(frozen=True)
+class ActiveRun:
+    """An active run and the worker that holds it (None while it is launching)."""
+
+    run_id: str
+    issue_key: str
+    worker_id: str | None
+
+
 @dataclass(frozen=True)
 class LaunchLimits:
     """The caps re-checked inside the launch transaction, where no concurrent launch can slip past them."""
@@ -157,6 +200,9 @@ class FinishedRun:
 
 # Literal, not bound: a planner can only use the partial indexes when it sees the same predicate they have.
 _ACTIVE = sa.text("runs.state IN ('launching', 'running')")
+# The run event noting that a run was asked to stop (kill switch): a run still launching then learns it at its
+# start, when its worker is known.
+_CANCEL_REQUESTED = "cancel_requested"
 
 
 class Ledger:
@@ -250,24 +296,48 @@ class Ledger:
             return StartOutcome.AT_CAP
         return StartOutcome.STARTED
 
-    async def mark_started(self, run_id: str, *, worker_id: str, at: datetime) -> bool:
-        """The grid started the run; False when it is unknown or already over (a late or repeated event)."""
+    async def mark_started(self, run_id: str, *, worker_id: str, at: datetime) -> ClaimResult:
+        """The grid started the run on ``worker_id``: recorded while the run is active and no other worker holds it.
+
+        The first worker to report a start holds the run; the same worker repeating its ``AgentStarted`` is a
+        no-op. An unknown or ended run, or one another worker holds, is left as it is: the caller tells that
+        worker to stop, so one run id never has two processes and a run the ledger ended never keeps running.
+        """
         async with self._engine.begin() as connection:
-            changed = await connection.execute(
+            # Conditional on no worker yet: of two racing starts, the second finds the row taken (PostgreSQL
+            # re-checks the predicate after waiting for the first's row lock; SQLite has a single writer).
+            taken = await connection.execute(
                 runs.update()
-                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), runs.c.worker_id.is_(None))
                 .values(state="running", started_at=at, last_seen_at=at, worker_id=worker_id)
             )
-            if changed.rowcount:
+            if taken.rowcount:
                 await _event(connection, run_id, at, "started", worker_id)
-            return bool(changed.rowcount)
+            found = await _claim(connection, run_id, worker_id)
+            if not found.held:
+                return found
+            root_key = sa.select(runs.c.root_key).where(runs.c.run_id == run_id).scalar_subquery()
+            killed = await connection.scalar(sa.select(trees.c.killed).where(trees.c.root_key == root_key))
+            requested = await connection.scalar(
+                sa.select(run_events.c.detail)
+                .where(run_events.c.run_id == run_id, run_events.c.kind == _CANCEL_REQUESTED)
+                .limit(1)
+            )
+        return replace(found, tree_killed=bool(killed), cancel_requested=requested)
 
-    async def heartbeat(self, run_id: str, *, at: datetime, cost_usd: float, tokens: int) -> bool:
-        """The run is alive and has spent this much so far (usage only grows)."""
+    async def heartbeat(
+        self, run_id: str, *, worker_id: str, at: datetime, cost_usd: float, tokens: int
+    ) -> ClaimResult:
+        """The run is alive on ``worker_id`` and has spent this much so far (usage only grows).
+
+        Only the worker that holds the run refreshes it (any worker while none is recorded yet: a heartbeat
+        may overtake its ``AgentStarted``); another worker's heartbeats would keep a run alive that its own
+        worker no longer reports, and hide it from the lost-run sweep.
+        """
         async with self._engine.begin() as connection:
             changed = await connection.execute(
                 runs.update()
-                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), _held_by(worker_id))
                 .values(
                     last_seen_at=at,
                     # Usage only grows: a reordered, older heartbeat must not lower it.
@@ -275,16 +345,31 @@ class Ledger:
                     tokens=sa.case((runs.c.tokens > tokens, runs.c.tokens), else_=tokens),
                 )
             )
-            return bool(changed.rowcount)
+            if changed.rowcount:
+                return ClaimResult(Claim.HELD)
+            return await _claim(connection, run_id, worker_id)
 
     async def finish(
-        self, run_id: str, *, reason: ExitReason, at: datetime, cost_usd: float, tokens: int, summary: str = ""
+        self,
+        run_id: str,
+        *,
+        reason: ExitReason,
+        at: datetime,
+        cost_usd: float,
+        tokens: int,
+        summary: str = "",
+        worker_id: str | None = None,
     ) -> FinishedRun | None:
-        """End the run for ``reason``; None when it already ended (the first end wins, exactly once)."""
+        """End the run for ``reason``; None when it already ended (the first end wins, exactly once).
+
+        With ``worker_id`` (a worker's ``AgentExited``) only the worker that holds the run ends it, or any worker
+        while none is recorded; None (the lost-run sweep, a launch never published) ends it whoever holds it.
+        """
+        holder = _held_by(worker_id) if worker_id is not None else sa.true()
         async with self._engine.begin() as connection:
             current = (
                 await connection.execute(
-                    sa.select(runs).where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                    sa.select(runs).where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), holder)
                 )
             ).first()
             if current is None:
@@ -292,7 +377,7 @@ class Ledger:
             cost, spent = max(cost_usd, current.cost_usd), max(tokens, current.tokens)
             ended = await connection.execute(
                 runs.update()
-                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES))
+                .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), holder)
                 .values(
                     state="lost" if reason is ExitReason.LOST else "exited",
                     ended_at=at,
@@ -330,6 +415,39 @@ class Ledger:
         async with self._engine.connect() as connection:
             rows = await connection.execute(sa.select(runs).where(_ACTIVE, runs.c.last_seen_at < seen_before))
             return [_record(row) for row in rows]
+
+    async def request_cancels(
+        self, *, root_key: str, issue_key: str | None = None, reason: str, at: datetime
+    ) -> list[ActiveRun]:
+        """The active runs of a tree (or of one issue in it), each noted as asked to stop for ``reason``.
+
+        The caller tells the runs' workers; a run still launching has no worker yet, and the note is how its
+        ``AgentStarted`` learns that it must stop (:meth:`mark_started`). A run is noted once, however often
+        it is asked.
+        """
+        # Through the partial indexes on active runs, however long the history.
+        query = sa.select(runs.c.run_id, runs.c.issue_key, runs.c.worker_id).where(_ACTIVE, runs.c.root_key == root_key)
+        if issue_key is not None:
+            query = query.where(runs.c.issue_key == issue_key)
+        async with self._engine.begin() as connection:
+            found = [ActiveRun(row.run_id, row.issue_key, row.worker_id) for row in await connection.execute(query)]
+            if not found:
+                return []
+            noted = set(
+                await connection.scalars(
+                    sa.select(run_events.c.run_id).where(
+                        run_events.c.run_id.in_([run.run_id for run in found]), run_events.c.kind == _CANCEL_REQUESTED
+                    )
+                )
+            )
+            new = [
+                {"run_id": run.run_id, "at": at, "kind": _CANCEL_REQUESTED, "detail": reason}
+                for run in found
+                if run.run_id not in noted
+            ]
+            if new:
+                await connection.execute(run_events.insert(), new)
+        return found
 
     async def remember_nudge(self, issue_key: str, *, sent_at: datetime, actor: Actor | None) -> None:
         """Note a nudge, sent at ``sent_at`` by ``actor``, that waits (for the issue's run, for a free slot)."""
@@ -542,6 +660,26 @@ async def _active_counts(
         tree_cost_usd=float(cost or 0.0),
         tree_tokens=int(tokens or 0),
     )
+
+
+def _held_by(worker_id: str) -> sa.ColumnElement[bool]:
+    return sa.or_(runs.c.worker_id.is_(None), runs.c.worker_id == worker_id)
+
+
+async def _claim(connection: AsyncConnection, run_id: str, worker_id: str) -> ClaimResult:
+    """Whether ``worker_id`` holds the run, read after a write that was conditional on it."""
+    row = (
+        await connection.execute(
+            sa.select(runs.c.state, runs.c.worker_id, runs.c.ended_at).where(runs.c.run_id == run_id)
+        )
+    ).first()
+    if row is None:
+        return ClaimResult(Claim.UNKNOWN)
+    if row.state not in ACTIVE_STATES:
+        return ClaimResult(Claim.ENDED, holder=row.worker_id, ended_at=_aware(row.ended_at))
+    if row.worker_id is not None and row.worker_id != worker_id:
+        return ClaimResult(Claim.ELSEWHERE, holder=row.worker_id)
+    return ClaimResult(Claim.HELD, holder=row.worker_id)
 
 
 async def _is_paused(connection: AsyncConnection) -> bool:

@@ -20,6 +20,7 @@ LIBS = {
     "agent_grid_cli",
     "agent_grid_tracker",
     "agent_grid_github_test_server",
+    "agent_grid_tools",
 }
 SERVICES = {"issue_tracker", "coordinator", "execution_grid"}
 PACKAGES = LIBS | SERVICES

@@ -7,7 +7,7 @@ import structlog
 from agent_grid_runtime.public_logging import configure_logging
 
 from execution_grid.settings import Settings
-from execution_grid.worker import run_worker
+from execution_grid.worker import protect_worker_memory, run_worker
 
 _log = structlog.get_logger(__name__)
 
@@ -34,6 +34,7 @@ async def _main(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log.level, settings.log.format)
+    protect_worker_memory()
     try:
         asyncio.run(_main(settings))
     except asyncio.CancelledError:

@@ -4,12 +4,13 @@ One :class:`Grid` per worker process. A launch is claimed on disk (one process p
 redeliveries and restarts), given a workspace, started through the runner, and acknowledged only once
 ``AgentStarted`` is on the broker; its consumer slot stays taken until the agent exits. Each run then has a
 supervisor task that applies the pure rules of :mod:`execution_grid.supervision.public_supervision`, and
-ends with exactly one ``AgentExited``, written to disk before it is published.
+ends with exactly one ``AgentExited``, written to disk before it is published. Whatever fails along the
+way (a full disk, a git error, a bug), the run still ends with an exit and its process group is killed:
+an agent never runs unsupervised.
 """
 
 import asyncio
 import contextlib
-import os
 import signal
 import time
 from collections.abc import Callable
@@ -24,18 +25,18 @@ from agent_grid_contracts.public_envelope import Envelope, wrap
 from agent_grid_contracts.public_launches import LaunchAgent
 from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted, ExitReason
 from agent_grid_runtime.public_backoff import Backoff
-from agent_grid_runtime.public_sqs import DropMessage, MessageContext, Publisher, PublishError
+from agent_grid_runtime.public_sqs import DropMessage, MessageContext, Publisher, PublishError, RetryLater
 
-from execution_grid.agents.public_agents import AgentAdapter, AgentRequest, OutputReader
+from execution_grid.agents.public_agents import AgentAdapter, OutputReader
 from execution_grid.agents.public_registry import UnknownAgentKind, adapter_for
-from execution_grid.environment import RunSecrets, agent_environment
-from execution_grid.prompts import render_prompt
+from execution_grid.launching import RunFiles, clone_url, prepare_command, process_spec, wall_clock_s
+from execution_grid.procfs import kill_group_members
 from execution_grid.run_log import RunLog
 from execution_grid.run_store import RunRecord, RunStore, safe_run_id
-from execution_grid.runner.public_runner import AgentProcess, ProcessSpec, ResourceLimits, Runner, RunnerUnavailable
+from execution_grid.runner.public_runner import AgentProcess, Runner
 from execution_grid.settings import Settings
 from execution_grid.supervision.public_supervision import Action, Watch, exit_reason, next_step
-from execution_grid.workspaces.public_workspaces import Workspace, WorkspaceError, WorkspaceManager, git_auth_env
+from execution_grid.workspaces.public_workspaces import Workspace, WorkspaceError, WorkspaceManager
 
 _log = structlog.get_logger(__name__)
 
@@ -45,6 +46,8 @@ _MAX_SUMMARY = 4000
 # A process that left our process group (setsid) can hold the output pipe open after the agent exited;
 # the run ends anyway after this long.
 _OUTPUT_DRAIN_S = 5.0
+# A launch seen again while its first copy is still being prepared here comes back after this long.
+_PREPARING_RETRY_S = 30
 _STOP_TEXT = {
     ExitReason.TIMED_OUT: "stopped at the wall-clock limit",
     ExitReason.STALLED: "stopped: no output within the stall limit",
@@ -60,7 +63,7 @@ class ActiveRun:
     """A run whose agent process this worker started and has not yet reported as exited."""
 
     launch: LaunchAgent
-    directory: Path
+    files: RunFiles
     process: AgentProcess
     adapter: AgentAdapter
     reader: OutputReader
@@ -73,11 +76,9 @@ class ActiveRun:
     started_sent: asyncio.Event = field(default_factory=asyncio.Event)
     last_output_at: datetime | None = None
     heartbeats: int = 0
+    log_failed: bool = False
     task: "asyncio.Task[None] | None" = None
-
-    @property
-    def wind_down_file(self) -> Path:
-        return self.directory / "wind-down"
+    announcing: "asyncio.Task[None] | None" = None
 
 
 class Grid:
@@ -102,7 +103,8 @@ class Grid:
         self._environ = environ
         self._log_url = log_url
         self.active: dict[str, ActiveRun] = {}
-        self._exits_in_flight: set[asyncio.Task[None]] = set()
+        self._preparing: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def worker_id(self) -> str:
@@ -114,63 +116,110 @@ class Grid:
         """Start the launch's agent unless this run id was seen here before; return once AgentStarted is out."""
         launch = envelope.body
         if not safe_run_id(launch.run_id):
+            # The coordinator must still learn that this run will never start; then the message is poison.
+            await self._launch_failed(launch, "the run id is not a safe directory name", record=False)
             raise DropMessage(f"run id {launch.run_id!r} is not a safe directory name")
         with structlog.contextvars.bound_contextvars(run_id=launch.run_id, issue=launch.issue.key):
             directory = self._store.claim(launch)
             if directory is None:
-                _log.info("launch_duplicate", receive_count=context.receive_count, reason="run id already claimed")
-                return
-            try:
-                adapter = adapter_for(launch.agent_kind)
-            except UnknownAgentKind as error:
-                await self._launch_failed(launch, f"unknown agent kind: {error}")
+                self._on_duplicate(launch, context)
                 return
             release_slot = context.hold_slot()
+            self._preparing.add(launch.run_id)
             try:
-                run = await self._start(launch, directory, adapter, release_slot)
+                run = await self._start(launch, directory, release_slot)
             except BaseException:
                 release_slot()
                 raise
+            finally:
+                self._preparing.discard(launch.run_id)
             if run is None:
                 release_slot()
                 return
-            # Acknowledge only once the coordinator can know the run started (or it already ended).
-            assert run.task is not None
-            announced = asyncio.create_task(run.started_sent.wait())
+            await self._until_announced(run)
+
+    def _on_duplicate(self, launch: LaunchAgent, context: MessageContext) -> None:
+        if launch.run_id in self._preparing:
+            # A copy of a launch whose first copy is still cloning: acknowledging it would lose the launch if
+            # this worker then died before the start; it comes back later instead.
+            raise RetryLater(_PREPARING_RETRY_S, "the first copy of this launch is still being prepared")
+        _log.info("launch_duplicate", receive_count=context.receive_count, reason="run id already claimed")
+
+    async def _until_announced(self, run: ActiveRun) -> None:
+        # Acknowledge only once the coordinator can know the run started (or it already ended).
+        assert run.task is not None
+        announced = asyncio.create_task(run.started_sent.wait())
+        try:
             await asyncio.wait({announced, run.task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
             announced.cancel()
 
-    async def _start(
-        self, launch: LaunchAgent, directory: Path, adapter: AgentAdapter, release_slot: Callable[[], None]
-    ) -> ActiveRun | None:
+    async def _start(self, launch: LaunchAgent, directory: Path, release_slot: Callable[[], None]) -> ActiveRun | None:
         try:
-            workspace = await self._workspaces.prepare(
+            adapter = adapter_for(launch.agent_kind)
+        except UnknownAgentKind as error:
+            await self._launch_failed(launch, f"unknown agent kind: {error}")
+            return None
+        workspace = await self._prepare_workspace(launch)
+        if workspace is None:
+            return None
+        files = RunFiles(self._store.agent_directory(launch.run_id))
+        log: RunLog | None = None
+        try:
+            log = RunLog(directory, max_bytes=self._settings.supervision.log_max_bytes)
+            command, token = prepare_command(launch, self._settings, adapter, workspace, files)
+            spec = process_spec(
+                launch, self._settings, adapter, command, workspace, files, token=token, inherited=self._environ
+            )
+            process = await self._runner.start(spec)
+        except Exception as error:  # RunnerUnavailable, an adapter's ValueError, a full disk: no process
+            if log is not None:
+                log.close()
+            await self._release_workspace(workspace, keep=False)
+            await self._launch_failed(launch, f"{type(error).__name__}: {error}")
+            return None
+        return self._supervise_new(launch, files, process, adapter, log, workspace, release_slot)
+
+    async def _prepare_workspace(self, launch: LaunchAgent) -> Workspace | None:
+        try:
+            return await self._workspaces.prepare(
                 launch.run_id,
-                clone_url=self._clone_url(launch),
+                clone_url=clone_url(launch, self._settings),
                 ref=launch.workspace.ref,
                 branch=launch.workspace.branch,
                 token=_secret(self._settings.workspace.token),
             )
         except WorkspaceError as error:
             await self._launch_failed(launch, f"workspace: {error}")
-            return None
+        except Exception as error:  # a git timeout in cleanup, a disk error: still a launch that cannot start
+            _log.exception("workspace_failed")
+            await self._launch_failed(launch, f"workspace: {type(error).__name__}: {error}")
+        return None
+
+    def _supervise_new(
+        self,
+        launch: LaunchAgent,
+        files: RunFiles,
+        process: AgentProcess,
+        adapter: AgentAdapter,
+        log: RunLog,
+        workspace: Workspace,
+        release_slot: Callable[[], None],
+    ) -> ActiveRun:
+        # From here on the process exists: nothing may keep it from being supervised, so the record on disk
+        # (for a restart's recovery) is best effort rather than a reason to abandon the run.
         try:
-            process, reader = await self._spawn(launch, directory, adapter, workspace)
-        except (RunnerUnavailable, ValueError) as error:  # ValueError: the adapter cannot build the command
-            await self._workspaces.release(workspace, keep=False)
-            await self._launch_failed(launch, str(error))
-            return None
-        self._store.record_process(launch.run_id, process.pid)
-        limits = launch.limits.model_copy(
-            update={"wall_clock_s": min(launch.limits.wall_clock_s, self._settings.supervision.max_wall_clock_s)}
-        )
+            self._store.record_process(launch.run_id, process.pid, worker_id=self.worker_id)
+        except OSError:
+            _log.exception("process_record_failed")
+        limits = launch.limits.model_copy(update={"wall_clock_s": wall_clock_s(launch, self._settings)})
         run = ActiveRun(
             launch=launch,
-            directory=directory,
+            files=files,
             process=process,
             adapter=adapter,
-            reader=reader,
-            log=RunLog(directory, max_bytes=self._settings.supervision.log_max_bytes),
+            reader=adapter.reader(),
+            log=log,
             workspace=workspace,
             watch=Watch(
                 started_at=time.monotonic(), limits=limits, term_grace_s=self._settings.supervision.term_grace_s
@@ -180,84 +229,9 @@ class Grid:
         )
         self.active[launch.run_id] = run
         run.task = asyncio.create_task(self._supervise(run), name=f"run-{launch.run_id}")
-        asyncio.create_task(self._announce_start(run), name=f"started-{launch.run_id}")  # noqa: RUF006
+        run.announcing = self._in_background(self._announce_start(run), name=f"started-{launch.run_id}")
         _log.info("agent_started", pid=process.pid, agent_kind=launch.agent_kind, runner=self._runner.name)
         return run
-
-    async def _spawn(
-        self, launch: LaunchAgent, directory: Path, adapter: AgentAdapter, workspace: Workspace
-    ) -> tuple[AgentProcess, OutputReader]:
-        kind = self._settings.agents.get(launch.agent_kind)
-        wind_down_file = directory / "wind-down"
-        prompt = render_prompt(launch, wind_down_file=str(wind_down_file), branch=workspace.branch)
-        prompt_file = directory / "prompt.md"
-        prompt_file.write_text(prompt)
-        home = directory / "home"
-        home.mkdir(exist_ok=True)
-        command = adapter.command(
-            AgentRequest(
-                run_id=launch.run_id,
-                mode=launch.mode,
-                prompt=prompt,
-                prompt_file=prompt_file,
-                workspace=workspace.path,
-                limits=launch.limits,
-                executable=kind.executable if kind else None,
-                model=kind.model if kind else None,
-                extra_args=tuple(kind.extra_args) if kind else (),
-            )
-        )
-        run_variables = {
-            "HOME": str(home),
-            "AGENT_GRID_RUN_ID": launch.run_id,
-            "AGENT_GRID_ISSUE": str(launch.issue),
-            "AGENT_GRID_MODE": launch.mode.value,
-            "AGENT_GRID_WORKSPACE": str(workspace.path),
-            "AGENT_GRID_PROMPT_FILE": str(prompt_file),
-            "AGENT_GRID_WIND_DOWN_FILE": str(wind_down_file),
-        }
-        if self._settings.tools_url:
-            run_variables["AGENT_GRID_TOOLS_URL"] = self._settings.tools_url
-        if workspace.branch:
-            run_variables["AGENT_GRID_BRANCH"] = workspace.branch
-        clone_url, token = self._clone_url(launch), _secret(self._settings.tracker_token)
-        if clone_url and token and clone_url.startswith(("https://", "http://")):
-            # The agent pushes its branch with its own scoped token, passed the way git reads config from
-            # the environment: never on a command line, never in a file of the workspace.
-            run_variables.update(git_auth_env(clone_url, token))
-        env = agent_environment(
-            self._environ,
-            passthrough=self._settings.passthrough_env,
-            run_variables=run_variables,
-            adapter_variables=command.env,
-            secrets=RunSecrets(
-                tracker_token=_secret(self._settings.tracker_token),
-                api_key_env=(kind.api_key_env if kind else None) or adapter.api_key_env,
-                api_key=_secret(kind.api_key) if kind else None,
-            ),
-        )
-        sandbox = self._settings.sandbox
-        process = await self._runner.start(
-            ProcessSpec(
-                argv=command.argv,
-                cwd=workspace.path,
-                env=env,
-                stdin=command.stdin,
-                limits=ResourceLimits(
-                    address_space_bytes=sandbox.address_space_bytes,
-                    max_processes=sandbox.max_processes,
-                    max_open_files=sandbox.max_open_files,
-                ),
-                writable=(workspace.path, directory, *((workspace.cache,) if workspace.cache else ())),
-            )
-        )
-        return process, adapter.reader()
-
-    def _clone_url(self, launch: LaunchAgent) -> str | None:
-        if launch.workspace.clone_url:
-            return launch.workspace.clone_url
-        base = self._settings.workspace.clone_base_url
-        return f"{base.rstrip('/')}/{launch.issue.repo}.git" if base else None
 
     async def _announce_start(self, run: ActiveRun) -> None:
         started = AgentStarted(
@@ -272,7 +246,7 @@ class Grid:
         if await self._publish_until_sent(wrap(started, producer=PRODUCER), stop=run.task):
             run.started_sent.set()
 
-    async def _launch_failed(self, launch: LaunchAgent, why: str) -> None:
+    async def _launch_failed(self, launch: LaunchAgent, why: str, *, record: bool = True) -> None:
         _log.warning("launch_failed", reason=why)
         exited = AgentExited(
             run_id=launch.run_id,
@@ -281,41 +255,66 @@ class Grid:
             reason=ExitReason.LAUNCH_FAILED,
             summary=why[:_MAX_SUMMARY],
         )
-        await self._report_exit(exited)
+        await self._report_exit(exited, record=record)
 
     # -- supervision ----------------------------------------------------------------------------------------
 
     async def _supervise(self, run: ActiveRun) -> None:
         reading = asyncio.create_task(self._read_output(run))
         exiting = asyncio.create_task(run.process.wait())
+        exit_code: int | None = None
         try:
-            while not exiting.done():
-                step = next_step(run.watch, time.monotonic())
-                self._act(run, step.action)
-                run.changed.clear()
-                changed = asyncio.create_task(run.changed.wait())
-                timeout = None if step.wake_at is None else max(0.0, step.wake_at - time.monotonic())
-                await asyncio.wait({exiting, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-                changed.cancel()
+            await self._watch_until_exit(run, exiting)
             exit_code = exiting.result()
-            try:
-                await asyncio.wait_for(reading, _OUTPUT_DRAIN_S)
-            except TimeoutError:
-                _log.warning("output_left_open", reason="a process outside the run's group holds its output")
-            await self._finish(run, exit_code)
+            await self._drain(reading)
+        except Exception:
+            _log.exception("supervision_failed", run_id=run.launch.run_id)
+            run.process.signal_group(signal.SIGKILL)
+            with contextlib.suppress(TimeoutError):
+                exit_code = await asyncio.wait_for(asyncio.shield(exiting), _OUTPUT_DRAIN_S)
         finally:
-            exiting.cancel()
             reading.cancel()
+            exiting.cancel()
+            run.process.close()
             run.log.close()
-            self.active.pop(run.launch.run_id, None)
-            run.release_slot()
+            try:
+                await self._finish(run, exit_code)
+            finally:
+                self.active.pop(run.launch.run_id, None)
+                run.release_slot()
+
+    async def _watch_until_exit(self, run: ActiveRun, exiting: "asyncio.Task[int]") -> None:
+        while not exiting.done():
+            step = next_step(run.watch, time.monotonic())
+            try:
+                self._act(run, step.action)
+            except Exception:
+                # The rules asked for something the worker could not do (write the wind-down file, signal):
+                # end the run the one way that cannot fail.
+                _log.exception("supervision_step_failed", run_id=run.launch.run_id, action=step.action.value)
+                run.process.signal_group(signal.SIGKILL)
+            run.changed.clear()
+            timeout = None if step.wake_at is None else max(0.0, step.wake_at - time.monotonic())
+            changed = asyncio.create_task(run.changed.wait())
+            try:
+                await asyncio.wait({exiting, changed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                changed.cancel()
+
+    @staticmethod
+    async def _drain(reading: "asyncio.Task[None]") -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(reading), _OUTPUT_DRAIN_S)
+        except TimeoutError:
+            _log.warning("output_left_open", reason="a process outside the run's group holds its output")
 
     def _act(self, run: ActiveRun, action: Action) -> None:
         if action is Action.NOTHING:
             return
-        _log.info("supervision_step", run_id=run.launch.run_id, action=action.value, reason=_value(run.watch))
+        reason = run.watch.stop_reason.value if run.watch.stop_reason else None
+        _log.info("supervision_step", run_id=run.launch.run_id, action=action.value, reason=reason)
         if action is Action.WIND_DOWN:
-            run.wind_down_file.write_text(f"wind down: {_value(run.watch) or 'wall clock'}\n")
+            run.files.wind_down.write_text(f"wind down: {reason or 'wall clock'}\n")
             if run.adapter.wind_down_signal is not None:
                 run.process.signal_leader(run.adapter.wind_down_signal)
         elif action is Action.TERMINATE:
@@ -327,27 +326,47 @@ class Grid:
         pending = b""
         reported = run.reader.usage
         async for chunk in run.process.output():
-            run.log.write(chunk)
-            now = time.monotonic()
-            run.watch.last_output_at = now
+            self._log_output(run, chunk)
+            run.watch.last_output_at = time.monotonic()
             run.last_output_at = datetime.now(UTC)
+            if b"\n" not in chunk and len(pending) + len(chunk) <= _MAX_LINE:
+                pending += chunk
+                continue
             *lines, pending = (pending + chunk).split(b"\n")
             if len(pending) > _MAX_LINE:
                 lines.append(pending)
                 pending = b""
             for line in lines:
                 run.reader.feed(line[:_MAX_LINE].decode("utf-8", errors="replace").rstrip("\r"))
-            if run.reader.usage != reported:
-                reported = run.watch.usage = run.reader.usage
+            # Usage is read only after complete lines: a reader may total many steps to answer.
+            if run.reader.reported_end is not None:
+                run.watch.agent_reported_end = True
+            usage = run.reader.usage
+            if usage != reported:
+                reported = run.watch.usage = usage
                 run.changed.set()  # the supervisor re-checks the budget now, not at its next deadline
         if pending:
             run.reader.feed(pending[:_MAX_LINE].decode("utf-8", errors="replace"))
             run.watch.usage = run.reader.usage
 
-    async def _finish(self, run: ActiveRun, exit_code: int) -> None:
+    @staticmethod
+    def _log_output(run: ActiveRun, chunk: bytes) -> None:
+        if run.log_failed:
+            return
+        try:
+            run.log.write(chunk)
+        except OSError:
+            # A full disk loses the log, not the run: supervision reads the output all the same.
+            run.log_failed = True
+            _log.exception("run_log_failed", run_id=run.launch.run_id)
+
+    async def _finish(self, run: ActiveRun, exit_code: int | None) -> None:
         workspace_present = run.workspace.path.is_dir()
         reason = exit_reason(
-            run.watch.stop_reason, exit_code, run.reader.reported_end, workspace_present=workspace_present
+            run.watch.stop_reason,
+            exit_code if exit_code is not None else -1,
+            run.reader.reported_end,
+            workspace_present=workspace_present,
         )
         exited = AgentExited(
             run_id=run.launch.run_id,
@@ -367,43 +386,71 @@ class Grid:
             duration_s=exited.duration_s,
             cost_usd=exited.usage.cost_usd,
         )
-        keep = self._settings.workspace.keep
-        if workspace_present:
-            await self._workspaces.release(
-                run.workspace, keep=keep == "always" or (keep == "on_failure" and reason is not ExitReason.SUCCESS)
-            )
         await self._report_exit(exited)
+        if workspace_present:
+            keep = self._settings.workspace.keep
+            success = reason is ExitReason.SUCCESS
+            await self._release_workspace(
+                run.workspace, keep=keep == "always" or (keep == "on_failure" and not success)
+            )
 
-    async def _report_exit(self, exited: AgentExited) -> None:
+    async def _release_workspace(self, workspace: Workspace, *, keep: bool) -> None:
+        try:
+            await self._workspaces.release(workspace, keep=keep)
+        except Exception:  # a workspace left behind is housekeeping's to remove, never a reason to lose an exit
+            _log.exception("workspace_release_failed", run_id=workspace.run_id)
+
+    async def _report_exit(self, exited: AgentExited, *, record: bool = True) -> None:
         """Write the exit down, then publish it; if the broker is away, keep trying in the background."""
-        self._store.record_exit(exited)
+        recorded = False
+        if record:
+            try:
+                self._store.record_exit(exited)
+                recorded = True
+            except OSError:
+                _log.exception("exit_record_failed", run_id=exited.run_id)
         try:
             await self._events.publish(wrap(exited, producer=PRODUCER))
         except PublishError as error:
             _log.warning("exit_publish_deferred", run_id=exited.run_id, error=str(error))
-            task = asyncio.create_task(self._publish_exit_eventually(exited))
-            self._exits_in_flight.add(task)
-            task.add_done_callback(self._exits_in_flight.discard)
+            self._in_background(self._publish_exit_eventually(exited, recorded=recorded), name="exit-retry")
             return
-        self._store.mark_exit_sent(exited.run_id)
+        if recorded:
+            self._mark_exit_sent(exited.run_id)
 
-    async def _publish_exit_eventually(self, exited: AgentExited) -> None:
-        if await self._publish_until_sent(wrap(exited, producer=PRODUCER)):
-            self._store.mark_exit_sent(exited.run_id)
+    async def _publish_exit_eventually(self, exited: AgentExited, *, recorded: bool) -> None:
+        if await self._publish_until_sent(wrap(exited, producer=PRODUCER)) and recorded:
+            self._mark_exit_sent(exited.run_id)
+
+    def _mark_exit_sent(self, run_id: str) -> None:
+        try:
+            self._store.mark_exit_sent(run_id)
+        except OSError:  # the next start republishes it; the coordinator takes the first exit only
+            _log.exception("exit_mark_failed", run_id=run_id)
 
     async def _publish_until_sent(self, envelope: Envelope[Any], *, stop: "asyncio.Task[None] | None" = None) -> bool:
         backoff = Backoff(initial_s=0.5, max_s=30.0)
-        while True:
+        while stop is None or not stop.done():
             try:
                 await self._events.publish(envelope)
             except PublishError as error:
-                if stop is not None and stop.done():
-                    return False
                 delay = backoff.next_delay()
                 _log.warning("publish_retrying", kind=envelope.kind, error=str(error), retry_in_s=round(delay, 1))
                 await asyncio.sleep(delay)
                 continue
             return True
+        return False
+
+    def _in_background(self, coroutine: Any, *, name: str) -> "asyncio.Task[None]":
+        task: asyncio.Task[None] = asyncio.create_task(coroutine, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+        return task
+
+    def _background_done(self, task: "asyncio.Task[None]") -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("background_task_failed", task=task.get_name(), exc_info=task.exception())
 
     # -- control --------------------------------------------------------------------------------------------
 
@@ -432,10 +479,10 @@ class Grid:
         tasks = [run.task for run in self.active.values() if run.task is not None]
         if tasks:
             await asyncio.wait(tasks)
-        if self._exits_in_flight:
-            await asyncio.wait(set(self._exits_in_flight), timeout=10)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=10)
 
-    # -- heartbeats -----------------------------------------------------------------------------------------
+    # -- heartbeats and housekeeping ------------------------------------------------------------------------
 
     async def send_heartbeats(self) -> int:
         """One heartbeat per started run, in as few broker calls as possible; returns how many."""
@@ -473,6 +520,22 @@ class Grid:
             await asyncio.sleep(self._settings.supervision.heartbeat_interval_s)
             await self.send_heartbeats()
 
+    async def housekeeping_forever(self) -> None:
+        """Remove old run records and leftover workspaces every interval until cancelled."""
+        while True:
+            await asyncio.sleep(self._settings.supervision.housekeeping_interval_s)
+            try:
+                await self.housekeeping()
+            except Exception:  # a failed sweep waits for the next one
+                _log.exception("housekeeping_failed")
+
+    async def housekeeping(self) -> None:
+        """Forget runs older than the retention, and remove workspaces no run record or live run still needs."""
+        forgotten = self._store.forget_finished(older_than_s=self._settings.supervision.keep_run_records_s)
+        removed = await self._workspaces.prune(keep=self._store.run_ids() | set(self.active) | self._preparing)
+        if forgotten or removed:
+            _log.info("housekeeping", runs_forgotten=forgotten, workspaces_removed=len(removed))
+
     # -- restart --------------------------------------------------------------------------------------------
 
     async def recover(self) -> int:
@@ -490,25 +553,26 @@ class Grid:
             else:
                 await self._settle_orphan(record)
             settled += 1
-        removed = self._store.forget_finished(older_than_s=self._settings.supervision.keep_run_records_s)
-        if settled or removed:
-            _log.info("runs_recovered", settled=settled, forgotten=removed)
+        if settled:
+            _log.info("runs_recovered", settled=settled)
         return settled
 
     async def _settle_orphan(self, record: RunRecord) -> None:
         assert record.process is not None
         assert record.launch is not None
-        if record.process.alive():
-            # setpriv's parent-death signal normally got there first; this covers a kernel without it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(record.process.pid, signal.SIGKILL)
+        # The parent-death signal took the leader; what it started may live on in its process group.
+        killed = kill_group_members(record.process.pid, started_since=record.process.start_ticks)
         await self._report_exit(
             AgentExited(
                 run_id=record.run_id,
                 issue=record.launch.issue,
-                worker_id=self.worker_id,
+                # In the name of the worker that held the run: the coordinator counts only the holder's word.
+                worker_id=record.process.worker_id or self.worker_id,
                 reason=ExitReason.LOST,
-                summary="the grid worker restarted while the run was in flight; its agent was stopped",
+                summary=(
+                    "the grid worker restarted while the run was in flight; its agent was stopped"
+                    + (f" ({killed} leftover process(es) killed)" if killed else "")
+                ),
             )
         )
 
@@ -520,10 +584,6 @@ def _summary(reason: ExitReason, run: ActiveRun) -> str:
         stop = "wound down before the wall-clock limit and handed off"
     text = f"{stop}. {said}" if stop and said else stop or said
     return text[:_MAX_SUMMARY]
-
-
-def _value(watch: Watch) -> str | None:
-    return watch.stop_reason.value if watch.stop_reason else None
 
 
 def _secret(value: object) -> str | None:

@@ -2,8 +2,10 @@
 
 ``runs/<run_id>/`` holds ``launch.json`` (written at claim), ``process.json`` (the pid, once started),
 ``exit.json`` (the exit event, written before it is published) and ``exit.sent`` (once the broker took it),
-plus the prompt, the wind-down file and the capped log. After a restart the worker reads these to kill what
-its previous incarnation left running and to publish exits it never got out.
+plus the capped log. Its ``agent/`` subdirectory is the only part a sandboxed agent may write: its home,
+its temporary files, the prompt and the wind-down file. The records stay out of its reach, so an agent
+cannot forge the exit the worker will report. After a restart the worker reads these to kill what its
+previous incarnation left running and to publish exits it never got out.
 """
 
 import json
@@ -14,16 +16,24 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import structlog
 from agent_grid_contracts.public_launches import LaunchAgent
 from agent_grid_contracts.public_lifecycle import AgentExited
+from pydantic import ValidationError
 
-_SAFE_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-LAUNCH, PROCESS, EXIT, EXIT_SENT = "launch.json", "process.json", "exit.json", "exit.sent"
+_log = structlog.get_logger(__name__)
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+LAUNCH, PROCESS, EXIT, EXIT_SENT, AGENT = "launch.json", "process.json", "exit.json", "exit.sent", "agent"
+_CORRUPT = ".corrupt"
 
 
 def safe_run_id(run_id: str) -> bool:
     """A run id usable as a directory name (the contract allows any text; a path must not)."""
-    return bool(_SAFE_RUN_ID.match(run_id)) and ".." not in run_id
+    return bool(_SAFE_RUN_ID.fullmatch(run_id))
+
+
+class CorruptRecord(Exception):
+    """A run's records cannot be read (a torn write, a disk error, tampering)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +42,8 @@ class ProcessIdentity:
 
     pid: int
     start_ticks: int | None
+    worker_id: str | None = None
+    """The worker that started it: a recovered exit is reported in its name, the run's holder."""
 
     def alive(self) -> bool:
         """True if this very process (same pid, same start time) still exists."""
@@ -68,16 +80,21 @@ class RunStore:
             directory.mkdir()
         except FileExistsError:
             return None
+        (directory / AGENT).mkdir()
         _write_atomic(directory / LAUNCH, launch.model_dump_json())
         return directory
+
+    def agent_directory(self, run_id: str) -> Path:
+        """The part of the run's directory its agent may write."""
+        return self.directory(run_id) / AGENT
 
     def release_claim(self, run_id: str) -> None:
         """Forget a run that never started, so that its redelivered launch starts it."""
         shutil.rmtree(self.directory(run_id), ignore_errors=True)
 
-    def record_process(self, run_id: str, pid: int) -> None:
+    def record_process(self, run_id: str, pid: int, *, worker_id: str) -> None:
         """The run's process exists from now on."""
-        payload = {"pid": pid, "start_ticks": _start_ticks(pid)}
+        payload = {"pid": pid, "start_ticks": _start_ticks(pid), "worker_id": worker_id}
         _write_atomic(self.directory(run_id) / PROCESS, json.dumps(payload))
 
     def record_exit(self, exited: AgentExited) -> None:
@@ -89,21 +106,37 @@ class RunStore:
         (self.directory(run_id) / EXIT_SENT).touch()
 
     def load(self, run_id: str) -> RunRecord | None:
-        """The record of one run, or None when there is none (or it is unreadable)."""
+        """The record of one run, or None when there is none.
+
+        Raises:
+            CorruptRecord: its files exist but cannot be read, or contradict its directory.
+        """
         directory = self.directory(run_id)
         if not safe_run_id(run_id) or not directory.is_dir():
             return None
+        try:
+            return self._read_record(run_id, directory)
+        except (OSError, ValueError, KeyError, ValidationError) as error:
+            raise CorruptRecord(f"run {run_id}: {type(error).__name__}: {error}") from error
+
+    def _read_record(self, run_id: str, directory: Path) -> RunRecord:
         launch_text, process_text, exit_text = (_read(directory / name) for name in (LAUNCH, PROCESS, EXIT))
         process = None
         if process_text:
             raw = json.loads(process_text)
-            process = ProcessIdentity(pid=int(raw["pid"]), start_ticks=raw.get("start_ticks"))
+            process = ProcessIdentity(
+                pid=int(raw["pid"]), start_ticks=raw.get("start_ticks"), worker_id=raw.get("worker_id")
+            )
+        launch = LaunchAgent.model_validate_json(launch_text) if launch_text else None
+        exited = AgentExited.model_validate_json(exit_text) if exit_text else None
+        if (launch and launch.run_id != run_id) or (exited and exited.run_id != run_id):
+            raise ValueError("a record names another run than its directory")
         return RunRecord(
             run_id=run_id,
             directory=directory,
-            launch=LaunchAgent.model_validate_json(launch_text) if launch_text else None,
+            launch=launch,
             process=process,
-            exit=AgentExited.model_validate_json(exit_text) if exit_text else None,
+            exit=exited,
             exit_sent=(directory / EXIT_SENT).exists(),
         )
 
@@ -112,13 +145,23 @@ class RunStore:
         return {entry.name for entry in self.root.iterdir() if entry.is_dir()}
 
     def unfinished(self) -> list[RunRecord]:
-        """Runs whose exit was never published: left running, or ended while the broker was away."""
+        """Runs whose exit was never published: left running, or ended while the broker was away.
+
+        A record that cannot be read is set aside as ``<run_id>.corrupt`` (logged), so that one torn file
+        does not stop the worker from starting.
+        """
         records = []
         for directory in sorted(self.root.iterdir()):
-            if directory.is_dir() and not (directory / EXIT_SENT).exists():
+            if not directory.is_dir() or directory.name.endswith(_CORRUPT) or (directory / EXIT_SENT).exists():
+                continue
+            try:
                 record = self.load(directory.name)
-                if record is not None:
-                    records.append(record)
+            except CorruptRecord as error:
+                _log.error("run_record_corrupt", run_id=directory.name, error=str(error))
+                directory.rename(directory.with_name(directory.name + _CORRUPT))
+                continue
+            if record is not None:
+                records.append(record)
         return records
 
     def forget_finished(self, *, older_than_s: float) -> int:
@@ -150,6 +193,10 @@ def _read(path: Path) -> str | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    # Write, flush to disk, then rename: after a crash the record is either the old one or the new one.
     temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(text)
+    with temporary.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(temporary, path)

@@ -46,6 +46,11 @@ class SandboxSettings(BaseModel):
         default=8192, description="RLIMIT_NPROC: it counts all processes of the user, so size it for every run."
     )
     max_open_files: int | None = 4096
+    hidden_paths: tuple[Path, ...] = Field(
+        default=(),
+        description="Under bubblewrap, more paths the agents see empty, on top of the worker's state directory "
+        "and the credential stores in its home (~/.aws, ~/.ssh, ...).",
+    )
 
 
 class SupervisionSettings(BaseModel):
@@ -63,6 +68,8 @@ class SupervisionSettings(BaseModel):
     log_max_bytes: Annotated[int, Field(ge=4096)] = 5 * 1024 * 1024
     keep_run_records_s: Annotated[float, Field(ge=0)] = 7 * 86_400
     """Finished runs' directories (logs, prompt, exit record) are kept this long, for the log API."""
+    housekeeping_interval_s: Annotated[float, Field(gt=0)] = 3600.0
+    """How often old run records and leftover workspaces are removed while the worker runs."""
 
 
 class Settings(BaseServiceSettings):
@@ -77,9 +84,17 @@ class Settings(BaseServiceSettings):
     state_dir: Path = Path(".agent-grid/execution-grid")
     """Run records, logs and workspaces; must survive a restart of the worker (a volume in containers)."""
     public_url: str | None = Field(default=None, description="Base URL of this worker's API, for log links.")
-    api_token: SecretStr | None = Field(default=None, description="Bearer token for /runs; None: no auth.")
+    api_token: SecretStr | None = Field(default=None, description="Bearer token for /runs; None: the API is off.")
     tracker_token: SecretStr | None = Field(default=None, description="The scoped token agents act on GitHub with.")
-    tools_url: str | None = Field(default=None, description="The agent tools endpoint, passed to every run.")
+    tools_url: str | None = Field(default=None, description="The agent tools endpoint (the coordinator's URL).")
+    run_token_secret: SecretStr | None = Field(
+        default=None,
+        description="Shared with the coordinator (COORDINATOR_TOOLS__RUN_TOKEN_SECRET): signs each run's tools token.",
+    )
+    tools_command: list[str] = Field(
+        default_factory=lambda: ["agent-grid-tools", "mcp"],
+        description="The tools' MCP server, registered with agent CLIs that speak MCP.",
+    )
     passthrough_env: list[str] = Field(
         default_factory=list, description="Extra variables agents may inherit (proxies, CA bundles)."
     )

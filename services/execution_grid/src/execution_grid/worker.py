@@ -7,7 +7,12 @@ the first launch is received. Stop ends receiving first, then winds the running 
 
 import asyncio
 import contextlib
+import ctypes
+import fcntl
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import structlog
 from agent_grid_contracts.public_controls import CancelRun
@@ -27,14 +32,63 @@ from execution_grid.settings import Settings
 from execution_grid.workspaces.public_workspaces import WorkspaceManager
 
 SERVICE = "execution-grid"
+_PR_SET_DUMPABLE = 4
 _log = structlog.get_logger(__name__)
 
 
+# Where the worker's user keeps credentials an agent has no business reading. Not the whole home: the
+# interpreter or the agent CLI often lives there (pyenv, nvm, ~/.local/bin).
+_HOME_SECRETS = (
+    ".aws",
+    ".ssh",
+    ".gnupg",
+    ".docker",
+    ".kube",
+    ".netrc",
+    ".git-credentials",
+    ".pgpass",
+    ".config/gh",
+    ".config/gcloud",
+    ".terraformrc",
+)
+
+
 def build_runner(settings: Settings) -> Runner:
-    """The runner the settings ask for; bubblewrap hides the worker's state directory from its agents."""
+    """The runner the settings ask for.
+
+    Under bubblewrap the worker's state directory (other runs' logs, workspaces and caches), the credential
+    stores in its home and ``sandbox.hidden_paths`` are empty to the agent; its own workspace and files are
+    bound back on top.
+    """
     if settings.sandbox.runner == "bubblewrap":
-        return BubblewrapRunner(hide=(settings.state_dir.resolve() / "secrets",))
+        home = Path.home()
+        secrets = [home / name for name in _HOME_SECRETS if (home / name).exists()]
+        return BubblewrapRunner(hide=(settings.state_dir.resolve(), *secrets, *settings.sandbox.hidden_paths))
     return LocalProcessRunner()
+
+
+def protect_worker_memory() -> None:
+    """Make this process non-dumpable, so that its own agents cannot read its secrets.
+
+    Same-user processes can then no longer read its ``/proc/<pid>/environ`` or its memory. Linux only.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0) != 0:
+        _log.warning("worker_memory_unprotected", errno=ctypes.get_errno())
+
+
+@contextlib.contextmanager
+def exclusive_state_dir(state_dir: Path) -> Iterator[None]:
+    """Hold a lock on the state directory: two workers sharing one would settle each other's live runs."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with (state_dir / ".lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SystemExit(f"another grid worker uses {state_dir}: give each worker its own state dir") from None
+        yield
 
 
 async def run_worker(
@@ -46,8 +100,9 @@ async def run_worker(
 ) -> None:
     """Run launches and serve the API until ``stop`` is set, then drain and wind the agents down."""
     try:
-        async with open_service_runtime(settings, service=SERVICE, transport=transport, stop=stop) as runtime:
-            await _serve(runtime, settings, stop, dict(os.environ) if environ is None else environ)
+        with exclusive_state_dir(settings.state_dir.resolve()):
+            async with open_service_runtime(settings, service=SERVICE, transport=transport, stop=stop) as runtime:
+                await _serve(runtime, settings, stop, dict(os.environ) if environ is None else environ)
     except StartupAborted:
         _log.info("startup_aborted")
 
@@ -73,7 +128,7 @@ async def _serve(runtime: ServiceRuntime, settings: Settings, stop: asyncio.Even
     )
     await grid.recover()
     # Workspaces kept for inspection live as long as their run's record (logs, exit) does.
-    await workspaces.prune(keep=store.run_ids())
+    await grid.housekeeping()
     control = await ensure_control_queue(runtime.transport, settings.queues, settings.worker_id)
     launches = runtime.consumer(
         QueueName.LAUNCHES,
@@ -102,16 +157,18 @@ async def _serve(runtime: ServiceRuntime, settings: Settings, stop: asyncio.Even
     _log.info("grid_ready", worker_id=settings.worker_id, slots=settings.slots, runner=runner.name)
 
     async with asyncio.TaskGroup() as group:
-        heartbeats = group.create_task(grid.heartbeat_forever())
+        periodic = [group.create_task(grid.heartbeat_forever()), group.create_task(grid.housekeeping_forever())]
         receiving = group.create_task(launches.run())
         group.create_task(controls.run())
         group.create_task(serve_http(app, host=settings.http.host, port=settings.http.port, stop=http_stop))
-        await stop.wait()
-        launches.stop()
-        await receiving
-        await grid.shutdown()  # cancels still reach runs while they wind down
-        controls.stop()
-        http_stop.set()
-        heartbeats.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeats
+        try:
+            await stop.wait()
+            launches.stop()
+            await receiving
+        finally:
+            # Also when a sibling failed and the group is cancelling us: the agents must not be left running.
+            await asyncio.shield(grid.shutdown())  # cancels still reach runs while they wind down
+            controls.stop()
+            http_stop.set()
+            for task in periodic:
+                task.cancel()

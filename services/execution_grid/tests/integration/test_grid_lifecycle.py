@@ -15,7 +15,8 @@ from agent_grid_runtime.public_broker import find_free_port
 from agent_grid_runtime.public_queues import QueueUrls
 from agent_grid_runtime.public_settings import HttpSettings
 from agent_grid_runtime.public_transport import OutgoingMessage, QueueTransport
-from execution_grid.settings import SandboxSettings, Settings, WorkspaceSettings
+from execution_grid.settings import AgentKindSettings, SandboxSettings, Settings, WorkspaceSettings
+from execution_grid.workspaces.public_workspaces import WorkspaceError, WorkspaceManager
 from pydantic import SecretStr
 
 from .grid_harness import (
@@ -155,7 +156,7 @@ async def test_a_run_near_its_wall_clock_is_asked_to_hand_off_and_may_finish_cle
     tmp_path: Path,
 ) -> None:
     record = tmp_path / "record.jsonl"
-    launch = script_launch({"sleep_s": 60, "record_to": str(record)}, wall_clock_s=30, wind_down_s=29)
+    launch = script_launch({"sleep_s": 60, "record_to": str(record)}, wall_clock_s=6, wind_down_s=3)
     settings = make_settings(workspace=WorkspaceSettings(clone_base_url=None, keep="always"))
     async with running_grid(settings):
         await send_launch(sqs, grid_queues, launch)
@@ -317,7 +318,7 @@ async def test_the_bubblewrap_runner_runs_agents_in_their_own_pid_namespace_and_
 ) -> None:
     settings = make_settings(sandbox=SandboxSettings(runner="bubblewrap"))
     launch = script_launch({})
-    record = settings.state_dir.resolve() / "runs" / launch.run_id / "record.jsonl"
+    record = settings.state_dir.resolve() / "runs" / launch.run_id / "agent" / "record.jsonl"
     launch = launch.model_copy(
         update={"prompt_inputs": {"script": json.dumps({"sleep_s": 60, "spawn_child": True, "record_to": str(record)})}}
     )
@@ -335,6 +336,42 @@ async def test_the_bubblewrap_runner_runs_agents_in_their_own_pid_namespace_and_
     assert all(pid < 10 for pid in sandbox_pids)
 
 
+@pytest.mark.skipif(shutil.which("bwrap") is None and not os.environ.get("CI"), reason="bubblewrap is not installed")
+async def test_the_bubblewrap_runner_hides_the_workers_secrets_but_not_its_interpreter(
+    sqs: QueueTransport,
+    grid_queues: QueueUrls,
+    lifecycle: LifecycleWatcher,
+    make_settings: MakeSettings,
+    tmp_path: Path,
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "aws-credentials").write_text("aws_secret_access_key = hunter2\n")
+    token_file = tmp_path / "token.txt"
+    token_file.write_text("ghp_do-not-leak\n")
+    settings = make_settings(sandbox=SandboxSettings(runner="bubblewrap", hidden_paths=(secrets, token_file)))
+    launch = script_launch({})
+    seen = settings.state_dir.resolve() / "runs" / launch.run_id / "agent" / "seen.txt"
+    result = json.dumps({"type": "agent_grid.result", "success": True, "summary": "looked around"})
+    # A shell agent, and the interpreter of the scripted agent (it may live under the worker's home, as
+    # pyenv's does): both must still run.
+    script = (
+        f"cat {secrets}/aws-credentials {token_file} > {seen} 2>&1; echo listing: $(ls -A {secrets}) >> {seen}; "
+        f"{shutil.which('python3') or 'python3'} -c 'print(1)' >> {seen}; echo '{result}'"
+    )
+    settings.agents["generic"] = AgentKindSettings(executable="/bin/sh", extra_args=["-c", script])
+    async with running_grid(settings):
+        await send_launch(sqs, grid_queues, launch)
+        exited = await lifecycle.exited(launch.run_id)
+
+    assert exited.reason is ExitReason.SUCCESS
+    text = seen.read_text()
+    assert "hunter2" not in text
+    assert "ghp_do-not-leak" not in text
+    assert "\nlisting:\n" in text, "the hidden directory is empty inside the sandbox"
+    assert text.rstrip().endswith("1"), text
+
+
 def _seed_upstream(upstream: Path, seed: Path) -> None:
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(upstream)], check=True)
@@ -343,3 +380,44 @@ def _seed_upstream(upstream: Path, seed: Path) -> None:
     subprocess.run([*git, "-C", str(seed), "add", "."], check=True)
     subprocess.run([*git, "-C", str(seed), "commit", "-qm", "first"], check=True)
     subprocess.run([*git, "-C", str(seed), "push", "-q", "origin", "HEAD:main"], check=True, capture_output=True)
+
+
+async def test_an_agent_that_leaves_a_background_process_holding_its_output_still_ends_when_it_exits(
+    sqs: QueueTransport,
+    grid_queues: QueueUrls,
+    lifecycle: LifecycleWatcher,
+    make_settings: MakeSettings,
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "background.pid"
+    result = json.dumps({"type": "agent_grid.result", "success": True, "summary": "left a daemon"})
+    script = f"sleep 300 & echo $! > {pid_file}; echo '{result}'"
+    settings = make_settings()
+    settings.agents["generic"] = AgentKindSettings(executable="/bin/sh", extra_args=["-c", script])
+    launch = script_launch({})
+    async with running_grid(settings):
+        await send_launch(sqs, grid_queues, launch)
+        exited = await lifecycle.exited(launch.run_id)
+
+    assert exited.reason is ExitReason.SUCCESS
+    assert exited.duration_s < 5, "the exit was seen at once, not when the background process let go"
+    assert not process_alive(int(pid_file.read_text())), "the leftover in the run's group was killed"
+
+
+async def test_a_failure_while_finishing_a_run_still_reports_its_exit(
+    sqs: QueueTransport,
+    grid_queues: QueueUrls,
+    lifecycle: LifecycleWatcher,
+    make_settings: MakeSettings,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def broken_release(*_args: object, **_kwargs: object) -> None:
+        raise WorkspaceError("git worktree remove timed out")
+
+    monkeypatch.setattr(WorkspaceManager, "release", broken_release)
+    launch = script_launch({"sleep_s": 0.1, "summary": "fine"})
+    async with running_grid(make_settings()):
+        await send_launch(sqs, grid_queues, launch)
+        exited = await lifecycle.exited(launch.run_id)
+
+    assert exited.reason is ExitReason.SUCCESS

@@ -17,6 +17,9 @@ Output: plain text. After each model request aider prints (aider/coders/base_cod
 above 999, thousands separators in older releases) and, when it knows the model's prices,
 ``Cost: $0.01 message, $0.05 session.`` ("request" in older releases) on the same or the next line;
 the session figure is cumulative.
+
+aider has no MCP client, so ``AgentRequest.tools_command`` is ignored; and as it runs no shell commands here it
+cannot call the ``agent-grid-tools`` CLI either: an aider run ends on its exit status and the grid's own events.
 """
 
 import re

@@ -5,12 +5,21 @@ Flags (Claude Code CLI reference; the Agent SDK's ``subprocess_cli.py`` builds t
 ``--output-format stream-json`` needs ``--verbose`` in print mode; ``--max-turns`` and ``--max-budget-usd``
 (print mode only) stop the agent itself, with an ``error_max_turns`` / ``error_max_budget_usd`` result.
 
+The agent-grid tools (``AgentRequest.tools_command``): ``--mcp-config`` takes JSON files or strings (the Agent
+SDK passes a string); a file, ``mcp.json`` next to the prompt, keeps the argv short and readable in the run's
+directory. ``--strict-mcp-config`` ignores every other MCP configuration: with permissions bypassed, a
+repository's ``.mcp.json`` would otherwise start servers of the repository's choosing. ``--allowedTools
+mcp__agent-grid`` (a server-level rule covers all its tools) keeps the tools usable should an operator swap the
+permission mode through ``extra_args``. Claude Code starts stdio servers with its own environment, so the run's
+``AGENT_GRID_*`` variables reach the server without being named.
+
 Output: one JSON object per line: ``system`` (``init`` and others), ``assistant`` and ``user`` messages
 (API-shaped, assistant ones with per-request ``usage``), and one final ``result`` carrying ``subtype``,
 ``is_error``, ``num_turns``, ``total_cost_usd``, ``usage`` and the final ``result`` text.
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent_grid_contracts.public_usage import Usage
 
@@ -26,6 +35,7 @@ from execution_grid.agents.jsonlines import (
     parse_object,
     text_at,
 )
+from execution_grid.agents.mcp_config import SERVER_NAME, split_command, write_json
 from execution_grid.agents.public_agents import AgentCommand, AgentRequest, ReportedEnd
 
 # Subtypes the CLI ends with when it stopped on a limit it was given (not on a fault).
@@ -191,6 +201,13 @@ class ClaudeCodeReader:
         return ReportedEnd(success=False, budget_exhausted=limited, detail=_error_detail(result))
 
 
+def _write_mcp_config(run_directory: Path, tools_command: tuple[str, ...]) -> Path:
+    command, args = split_command(tools_command)
+    path = run_directory / "mcp.json"
+    write_json(path, {"mcpServers": {SERVER_NAME: {"type": "stdio", "command": command, "args": args}}})
+    return path
+
+
 class ClaudeCodeAdapter:
     """Claude Code, unattended: all tool permissions granted inside the run's own workspace."""
 
@@ -209,6 +226,11 @@ class ClaudeCodeAdapter:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         argv = [request.executable or "claude", "-p", "--output-format", "stream-json", "--verbose"]
+        if request.tools_command is not None:
+            # Both flags take several values: each is followed by another flag, never by a bare argument.
+            mcp_config = _write_mcp_config(request.prompt_file.parent, request.tools_command)
+            argv += ["--mcp-config", str(mcp_config), "--strict-mcp-config"]
+            argv += ["--allowedTools", f"mcp__{SERVER_NAME}"]
         # Nobody is there to answer a permission prompt, and "dontAsk" would deny every tool not allow-listed
         # beforehand (tests, git, the grid's own tools). The run's isolation is its workspace and its scrubbed
         # environment, so the agent gets every permission inside it. As root, Claude Code refuses this mode

@@ -7,6 +7,14 @@ gives its commands the network they need for git and the grid's agent tools; ``-
 root; ``--skip-git-repo-check`` because the grid, not Codex, guards the workspace; a trailing ``-`` forces
 the prompt to be read from stdin. Codex has no turn or spending limit of its own: the grid enforces those.
 
+The agent-grid tools (``AgentRequest.tools_command``): ``exec`` reads no MCP file of ours, but ``--config`` sets
+any ``config.toml`` key for the run (a dotted path split on ``.``, the value parsed as TOML), so the server is
+the ``mcp_servers.agent-grid`` table (codex-rs/config/src/mcp_types.rs): ``command``, ``args``; ``env_vars``
+names the variables to pass on, as Codex starts MCP servers with only HOME, PATH, LANG and a few others;
+``default_tools_approval_mode = "approve"``, as ``exec`` (approval policy "never") otherwise declines calls
+to MCP tools whose annotations do not mark them read-only ("user cancelled MCP tool call", openai/codex#16685);
+``tool_timeout_sec``, as creating a long list of sub-issues on the tracker can outlast the 60 s default.
+
 Output: JSONL ``thread.started``, ``turn.started``, ``item.started|updated|completed`` (items typed
 ``agent_message``, ``reasoning``, ``command_execution``, ``file_change``, ...), ``turn.completed`` with
 ``usage`` {input_tokens, cached_input_tokens, output_tokens}, ``turn.failed`` with ``error.message``, and
@@ -16,9 +24,11 @@ Output: JSONL ``thread.started``, ``turn.started``, ``item.started|updated|compl
 from agent_grid_contracts.public_usage import Usage
 
 from execution_grid.agents.jsonlines import JsonObject, clip_head, count_at, object_at, parse_object, text_at
+from execution_grid.agents.mcp_config import FORWARDED_ENV, SERVER_NAME, split_command, toml_array, toml_string
 from execution_grid.agents.public_agents import AgentCommand, AgentRequest, ReportedEnd
 
 _DETAIL_MAX_CHARS = 1000
+_TOOL_TIMEOUT_S = 300
 
 
 class CodexReader:
@@ -82,6 +92,19 @@ class CodexReader:
         return self._end
 
 
+def _tools_server_overrides(tools_command: tuple[str, ...]) -> list[str]:
+    command, args = split_command(tools_command)
+    table = f"mcp_servers.{SERVER_NAME}"
+    settings = [
+        f"command={toml_string(command)}",
+        f"args={toml_array(args)}",
+        f"env_vars={toml_array(FORWARDED_ENV)}",
+        'default_tools_approval_mode="approve"',
+        f"tool_timeout_sec={_TOOL_TIMEOUT_S}",
+    ]
+    return [part for setting in settings for part in ("--config", f"{table}.{setting}")]
+
+
 class CodexAdapter:
     """Codex CLI, unattended, confined to the workspace for writes."""
 
@@ -105,6 +128,8 @@ class CodexAdapter:
         argv = [request.executable or "codex", "exec", "--json", "--cd", str(request.workspace)]
         argv += ["--skip-git-repo-check", "--sandbox", "workspace-write"]
         argv += ["--config", "sandbox_workspace_write.network_access=true"]
+        if request.tools_command is not None:
+            argv += _tools_server_overrides(request.tools_command)
         if request.model:
             argv += ["--model", request.model]
         # Operators can swap the sandbox for --dangerously-bypass-approvals-and-sandbox here when the host

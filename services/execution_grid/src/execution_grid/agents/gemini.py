@@ -8,15 +8,28 @@ folder is needed for any approval mode but "default", so the workspace is truste
 ``GEMINI_CLI_TRUST_WORKSPACE`` (the env var, unlike ``--skip-trust``, is harmless to older releases). The
 CLI has no turn or spending flag: ``maxSessionTurns`` lives in settings.json, so the grid enforces limits.
 
+The agent-grid tools (``AgentRequest.tools_command``): the CLI has no flag that adds an MCP server, so the server
+goes into the user settings file, ``~/.gemini/settings.json`` (docs/tools/mcp-server.md), under the run's
+private home (``home`` next to the prompt, the HOME the worker gives the run; ``GEMINI_CLI_HOME`` names it as
+well, as the CLI prefers that variable to HOME). Its ``env`` passes ``AGENT_GRID_TOOLS_URL`` and
+``AGENT_GRID_RUN_TOKEN`` on as ``${NAME}`` references, expanded from the CLI's own environment when the server
+starts, because the CLI strips variables whose names look secret (``*TOKEN*``) from an MCP server's
+environment; ``trust`` skips confirmations. ``--allowed-mcp-server-names agent-grid`` connects that server
+only: a repository's ``.gemini/settings.json`` is trusted with the workspace and could otherwise add its own.
+Stdio servers need a trusted folder, which ``GEMINI_CLI_TRUST_WORKSPACE`` already makes the workspace.
+
 Output (``stream-json``, since 0.11): ``init``, ``message`` (user, then assistant text as ``delta`` chunks),
 ``tool_use``, ``tool_result``, ``error`` (severity warning|error) and one final ``result`` with ``status``
 success|error, an optional ``error`` {type, message} and ``stats`` (session totals: total_tokens,
 input_tokens, output_tokens, cached, input, duration_ms, tool_calls, per-model breakdown). No cost.
 """
 
+from pathlib import Path
+
 from agent_grid_contracts.public_usage import Usage
 
 from execution_grid.agents.jsonlines import JsonObject, clip_head, count_at, object_at, parse_object, text_at
+from execution_grid.agents.mcp_config import FORWARDED_ENV, SERVER_NAME, read_json_object, split_command, write_json
 from execution_grid.agents.public_agents import AgentCommand, AgentRequest, ReportedEnd
 
 # FatalTurnLimitedError (exit 53) and MaxSessionTurnsError are how the CLI names a stop on its turn limit;
@@ -121,6 +134,23 @@ class GeminiReader:
         return ReportedEnd(success=False, budget_exhausted=limited, detail=detail[:_DETAIL_MAX_CHARS])
 
 
+def _register_tools_server(home: Path, tools_command: tuple[str, ...]) -> None:
+    command, args = split_command(tools_command)
+    settings_file = home / ".gemini" / "settings.json"
+    # The home is the run's own, so the file is normally absent; a resumed run's is kept and only our entry set.
+    settings = read_json_object(settings_file)
+    servers = settings.get("mcpServers")
+    servers = dict(servers) if isinstance(servers, dict) else {}
+    servers[SERVER_NAME] = {
+        "command": command,
+        "args": args,
+        "env": {name: f"${{{name}}}" for name in FORWARDED_ENV},
+        "trust": True,
+    }
+    settings["mcpServers"] = servers
+    write_json(settings_file, settings)
+
+
 class GeminiAdapter:
     """Gemini CLI, unattended: every tool auto-approved in the (trusted) workspace."""
 
@@ -139,14 +169,16 @@ class GeminiAdapter:
 
     def command(self, request: AgentRequest) -> AgentCommand:
         argv = [request.executable or "gemini", "--output-format", "stream-json", "--approval-mode", "yolo"]
+        env = {"GEMINI_CLI_TRUST_WORKSPACE": "true"}
+        if request.tools_command is not None:
+            home = request.prompt_file.parent / "home"
+            _register_tools_server(home, request.tools_command)
+            argv += ["--allowed-mcp-server-names", SERVER_NAME]
+            env["GEMINI_CLI_HOME"] = str(home)
         if request.model:
             argv += ["--model", request.model]
         argv += request.extra_args
-        return AgentCommand(
-            argv=tuple(argv),
-            stdin=request.prompt.encode(),
-            env={"GEMINI_CLI_TRUST_WORKSPACE": "true"},
-        )
+        return AgentCommand(argv=tuple(argv), stdin=request.prompt.encode(), env=env)
 
     def reader(self) -> GeminiReader:
         return GeminiReader()

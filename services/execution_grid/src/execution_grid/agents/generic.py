@@ -12,6 +12,10 @@ A stdout line holding a JSON object
 - ``{"type": "agent_grid.result", "success": true, "summary": "..."}`` reports how the run ended
   (optional ``budget_exhausted`` and ``detail``).
 Without a result line the summary is the last non-empty output line.
+
+``AgentRequest.tools_command`` is not used: a program of the operator's has no MCP configuration the grid could
+know. It reaches the agent-grid tools through the ``agent-grid-tools`` CLI (or by starting ``agent-grid-tools
+mcp`` itself), which read the run's ``AGENT_GRID_TOOLS_URL`` and ``AGENT_GRID_RUN_TOKEN``.
 """
 
 import signal

@@ -32,6 +32,10 @@ class AgentRequest:
     model: str | None = None
     extra_args: tuple[str, ...] = ()
     """Operator-configured arguments appended before the prompt (adapter-specific flags)."""
+    tools_command: tuple[str, ...] | None = None
+    """The argv of the agent-grid tools' MCP server (stdio), e.g. ``("agent-grid-tools", "mcp")``: adapters of CLIs
+    that speak MCP register it for this run as server ``agent-grid``. None: no MCP registration (the tools' CLI
+    still works wherever the run's ``AGENT_GRID_TOOLS_URL`` and ``AGENT_GRID_RUN_TOKEN`` are set)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +103,11 @@ class AgentAdapter(Protocol):
         ...
 
     def command(self, request: AgentRequest) -> AgentCommand:
-        """The command line that runs this request."""
+        """The command line that runs this request.
+
+        May write the run's own configuration files (e.g. an MCP server list) into the run's directory: the
+        directory of ``request.prompt_file``, created by the worker for this run alone.
+        """
         ...
 
     def reader(self) -> OutputReader:

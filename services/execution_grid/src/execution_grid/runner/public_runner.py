@@ -56,11 +56,39 @@ class ProcessSpec:
     """Directories the agent may write (its workspace, its run directory); sandboxing runners enforce it."""
 
 
+class _ExitAwareProtocol(asyncio.subprocess.SubprocessStreamProtocol):
+    """The stream protocol, plus an event set the moment the leader is reaped.
+
+    ``Process.wait()`` returns only once every pipe is closed too, so a background process that inherited
+    the agent's stdout would hide the agent's exit for as long as it lives; this event does not wait.
+    """
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=limit, loop=loop)
+        self.exited = asyncio.Event()
+
+    def process_exited(self) -> None:
+        super().process_exited()
+        self.exited.set()
+
+
 class AgentProcess:
     """A started agent: its output as chunks, signals to its whole process group, and its exit code."""
 
-    def __init__(self, process: asyncio.subprocess.Process, stdin: bytes | None) -> None:
+    # Under a sandbox the leader is the sandbox itself: a signal meant for the agent would kill the sandbox.
+    signals_reach_agent = True
+
+    def __init__(
+        self,
+        process: asyncio.subprocess.Process,
+        protocol: _ExitAwareProtocol,
+        stdin: bytes | None,
+        *,
+        signals_reach_agent: bool = True,
+    ) -> None:
         self._process = process
+        self._protocol = protocol
+        self.signals_reach_agent = signals_reach_agent
         self.pid = process.pid
         # start_new_session made the child a session and group leader: its pgid is its pid, and every
         # descendant that does not leave the group is reached by one killpg.
@@ -100,7 +128,7 @@ class AgentProcess:
 
     def signal_leader(self, signum: int) -> bool:
         """Send ``signum`` to the agent process only (wind-down signals go to the agent, not its tools)."""
-        if self._process.returncode is not None:
+        if self._process.returncode is not None or not self.signals_reach_agent:
             return False
         try:
             self._process.send_signal(signum)
@@ -109,14 +137,23 @@ class AgentProcess:
         return True
 
     async def wait(self) -> int:
-        """The exit code (negative: killed by that signal). Reaps the process; survivors of its group are killed."""
-        code = await self._process.wait()
+        """The exit code (negative: killed by that signal), as soon as the leader is reaped.
+
+        Survivors of its group are killed then: a finished run never leaves an orphan behind, and whatever
+        held its output open lets go. The group cannot have been recycled: its members keep it.
+        """
+        await self._protocol.exited.wait()
+        self.signal_group(signal.SIGKILL)
         if self._stdin_task is not None:
             await self._stdin_task
-        # The leader is gone; anything it left in its group (a tool it started, a daemon) goes with it, so a
-        # finished run never leaves an orphan behind. The group cannot have been recycled: its members keep it.
-        self.signal_group(signal.SIGKILL)
+        code = self._process.returncode
+        assert code is not None  # set before process_exited is called
         return code
+
+    def close(self) -> None:
+        """Release the pipes (the transport); call once the output is drained or abandoned."""
+        transport = self._process._transport  # type: ignore[attr-defined] # asyncio keeps it private
+        transport.close()
 
 
 class Runner(Protocol):
@@ -206,16 +243,24 @@ class BubblewrapRunner(LocalProcessRunner):
             "--tmpfs",
             "/tmp",  # a private tmpfs inside the sandbox, not the host's
         ]
-        for hidden in self._hide:
-            argv += ["--tmpfs", str(hidden)]
+        # An empty tmpfs over each hidden tree (the worker's state: other runs' logs, workspaces and caches;
+        # credential stores), an empty file over each hidden file, parents first; the run's own directories
+        # are bound back on top below.
+        for hidden in sorted(self._hide, key=lambda path: len(path.parts)):
+            if hidden.is_dir():
+                argv += ["--tmpfs", str(hidden)]
+            elif hidden.exists():
+                argv += ["--ro-bind", "/dev/null", str(hidden)]
         for path in spec.writable:
             argv += ["--bind", str(path), str(path)]
         return [*argv, "--chdir", str(spec.cwd), "--"]
 
     async def start(self, spec: ProcessSpec) -> AgentProcess:
         """See Runner."""
-        # rlimits outside (inherited through bwrap's exec), sandbox inside.
-        return await _spawn([*self.wrapper(spec.limits), *self.sandbox(spec), *spec.argv], spec)
+        # rlimits outside (inherited through bwrap's exec), sandbox inside. bwrap dies of the signals it does
+        # not forward, taking the sandbox with it: wind-down goes through the file alone.
+        argv = [*self.wrapper(spec.limits), *self.sandbox(spec), *spec.argv]
+        return await _spawn(argv, spec, signals_reach_agent=False)
 
 
 def _prlimit_flags(limits: ResourceLimits) -> list[str]:
@@ -229,13 +274,17 @@ def _prlimit_flags(limits: ResourceLimits) -> list[str]:
     return flags
 
 
-async def _spawn(argv: Sequence[str], spec: ProcessSpec) -> AgentProcess:
+async def _spawn(argv: Sequence[str], spec: ProcessSpec, *, signals_reach_agent: bool = True) -> AgentProcess:
     # The wrappers exec the agent, so a missing executable would surface as exit code 127 of a started run;
     # checking first turns it into a clear launch failure.
     if shutil.which(spec.argv[0], path=spec.env.get("PATH", os.defpath)) is None:
         raise RunnerUnavailable(f"agent executable {spec.argv[0]!r} not found on the run's PATH")
+    loop = asyncio.get_running_loop()
     try:
-        process = await asyncio.create_subprocess_exec(
+        # What asyncio.create_subprocess_exec does, with a protocol that reports the exit without waiting
+        # for the pipes.
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _ExitAwareProtocol(limit=_CHUNK, loop=loop),
             *argv,
             cwd=spec.cwd,
             env=spec.env,
@@ -246,4 +295,5 @@ async def _spawn(argv: Sequence[str], spec: ProcessSpec) -> AgentProcess:
         )
     except OSError as error:
         raise RunnerUnavailable(f"cannot start {spec.argv[0]!r}: {error.strerror or error}") from error
-    return AgentProcess(process, spec.stdin)
+    process = asyncio.subprocess.Process(transport, protocol, loop)
+    return AgentProcess(process, protocol, spec.stdin, signals_reach_agent=signals_reach_agent)

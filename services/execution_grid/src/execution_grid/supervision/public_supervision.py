@@ -48,6 +48,8 @@ class Watch:
     cancel_requested_at: float | None = None
     cancel_grace_s: float = 0.0
     cancel_reason: ExitReason = ExitReason.CANCELLED
+    agent_reported_end: bool = False
+    """The agent printed its own final result: its last usage report must not get it killed on its way out."""
     # Outputs of the decisions, so that each is taken once.
     wound_down_at: float | None = None
     terminated_at: float | None = None
@@ -80,7 +82,9 @@ def next_step(watch: Watch, now: float) -> Step:
         return Step(Action.NOTHING, kill_at)
     if watch.stop_reason is not None:
         return _stopping(watch, now)
-    wind_down_at = watch.started_at + max(0.0, watch.limits.wall_clock_s - watch.limits.wind_down_s)
+    # A wind-down as long as the wall clock would hand off at once: keep at least half the run for work.
+    wind_down_s = min(watch.limits.wind_down_s, watch.limits.wall_clock_s / 2)
+    wind_down_at = watch.started_at + watch.limits.wall_clock_s - wind_down_s
     if watch.wound_down_at is None and watch.limits.wind_down_s > 0 and now >= wind_down_at:
         watch.wound_down_at = now
         return Step(Action.WIND_DOWN, _earliest_limit(watch))
@@ -109,7 +113,7 @@ def _limit_crossed(watch: Watch, now: float) -> ExitReason | None:
     limits = watch.limits
     if watch.cancel_requested_at is not None:
         return watch.cancel_reason
-    if _over_budget(watch.usage, limits):
+    if not watch.agent_reported_end and _over_budget(watch.usage, limits):
         return ExitReason.BUDGET_EXHAUSTED
     if now >= watch.started_at + limits.wall_clock_s:
         return ExitReason.TIMED_OUT

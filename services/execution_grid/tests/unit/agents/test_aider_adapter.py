@@ -73,6 +73,15 @@ def test_extra_args_go_before_the_message_file() -> None:
     )
 
 
+def test_a_tools_command_changes_nothing(tmp_path: Path) -> None:
+    request = replace(REQUEST, prompt_file=tmp_path / "prompt.md")
+
+    assert AiderAdapter().command(replace(request, tools_command=("agent-grid-tools", "mcp"))) == (
+        AiderAdapter().command(request)
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_recorded_session_sums_the_token_lines_and_keeps_the_cumulative_session_cost() -> None:
     reader = read("aider_output.txt")
 

@@ -1,6 +1,8 @@
+import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from agent_grid_contracts.public_launches import RunLimits, RunMode
 from agent_grid_contracts.public_usage import Usage
 from execution_grid.agents.claude_code import ClaudeCodeAdapter, ClaudeCodeReader
@@ -63,6 +65,59 @@ def test_command_leaves_out_unset_limits_and_model_and_appends_extra_args_last()
         "--add-dir",
         "/shared",
     )
+
+
+def test_the_tools_server_is_registered_from_a_file_next_to_the_prompt_and_its_tools_allowed(tmp_path: Path) -> None:
+    request = replace(
+        REQUEST,
+        prompt_file=tmp_path / "prompt.md",
+        tools_command=("/opt/grid/bin/agent-grid-tools", "mcp"),
+        extra_args=("--add-dir", "/shared"),
+    )
+
+    command = ClaudeCodeAdapter().command(request)
+
+    assert command.argv == (
+        "claude",
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--mcp-config",
+        str(tmp_path / "mcp.json"),
+        "--strict-mcp-config",
+        "--allowedTools",
+        "mcp__agent-grid",
+        "--permission-mode",
+        "bypassPermissions",
+        "--max-turns",
+        "30",
+        "--max-budget-usd",
+        "2.5",
+        "--model",
+        "m",
+        "--add-dir",
+        "/shared",
+    )
+    assert json.loads((tmp_path / "mcp.json").read_text()) == {
+        "mcpServers": {
+            "agent-grid": {"type": "stdio", "command": "/opt/grid/bin/agent-grid-tools", "args": ["mcp"]},
+        }
+    }
+    assert command.stdin == b"Fix issue #1"
+    assert command.env == {"CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+
+
+def test_an_empty_tools_command_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tools_command"):
+        ClaudeCodeAdapter().command(replace(REQUEST, prompt_file=tmp_path / "prompt.md", tools_command=()))
+
+
+def test_without_a_tools_command_no_mcp_file_is_written(tmp_path: Path) -> None:
+    command = ClaudeCodeAdapter().command(replace(REQUEST, prompt_file=tmp_path / "prompt.md"))
+
+    assert "--mcp-config" not in command.argv
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_recorded_run_reports_the_result_totals_summary_and_success() -> None:

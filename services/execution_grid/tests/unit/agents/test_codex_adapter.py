@@ -1,3 +1,4 @@
+import tomllib
 from dataclasses import replace
 from pathlib import Path
 
@@ -70,6 +71,53 @@ def test_extra_args_go_before_the_stdin_prompt_marker() -> None:
         "--dangerously-bypass-approvals-and-sandbox",
         "-",
     )
+
+
+def test_the_tools_server_is_an_mcp_servers_table_set_by_config_overrides() -> None:
+    request = replace(REQUEST, tools_command=("agent-grid-tools", "mcp", "--log", 'a "quoted" é'))
+
+    assert CodexAdapter().command(request).argv == (
+        "codex",
+        "exec",
+        "--json",
+        "--cd",
+        "/runs/r1/workspace",
+        "--skip-git-repo-check",
+        "--sandbox",
+        "workspace-write",
+        "--config",
+        "sandbox_workspace_write.network_access=true",
+        "--config",
+        'mcp_servers.agent-grid.command="agent-grid-tools"',
+        "--config",
+        'mcp_servers.agent-grid.args=["mcp", "--log", "a \\"quoted\\" é"]',
+        "--config",
+        'mcp_servers.agent-grid.env_vars=["AGENT_GRID_TOOLS_URL", "AGENT_GRID_RUN_TOKEN"]',
+        "--config",
+        'mcp_servers.agent-grid.default_tools_approval_mode="approve"',
+        "--config",
+        "mcp_servers.agent-grid.tool_timeout_sec=300",
+        "--model",
+        "m",
+        "-",
+    )
+
+
+def test_the_override_values_are_toml() -> None:
+    argv = CodexAdapter().command(replace(REQUEST, tools_command=("agent-grid-tools", "mcp", 'a "b" é\\'))).argv
+    overrides = [argv[index + 1] for index, flag in enumerate(argv) if flag == "--config"]
+    table: dict[str, object] = {}
+    for override in overrides[1:]:
+        key, _, value = override.partition("=")
+        table[key.removeprefix("mcp_servers.agent-grid.")] = tomllib.loads(f"value = {value}")["value"]
+
+    assert table == {
+        "command": "agent-grid-tools",
+        "args": ["mcp", 'a "b" é\\'],
+        "env_vars": ["AGENT_GRID_TOOLS_URL", "AGENT_GRID_RUN_TOKEN"],
+        "default_tools_approval_mode": "approve",
+        "tool_timeout_sec": 300,
+    }
 
 
 def test_a_recorded_run_reports_usage_the_final_agent_message_and_success() -> None:

@@ -1,3 +1,4 @@
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -45,6 +46,61 @@ def test_executable_override_and_extra_args() -> None:
         "yolo",
         "--sandbox",
     )
+
+
+def test_the_tools_server_goes_into_the_run_homes_settings_and_is_the_only_one_allowed(tmp_path: Path) -> None:
+    request = replace(
+        REQUEST, prompt_file=tmp_path / "prompt.md", tools_command=("agent-grid-tools", "mcp"), extra_args=("-d",)
+    )
+
+    command = GeminiAdapter().command(request)
+
+    assert command.argv == (
+        "gemini",
+        "--output-format",
+        "stream-json",
+        "--approval-mode",
+        "yolo",
+        "--allowed-mcp-server-names",
+        "agent-grid",
+        "--model",
+        "m",
+        "-d",
+    )
+    assert command.env == {"GEMINI_CLI_TRUST_WORKSPACE": "true", "GEMINI_CLI_HOME": str(tmp_path / "home")}
+    assert json.loads((tmp_path / "home" / ".gemini" / "settings.json").read_text()) == {
+        "mcpServers": {
+            "agent-grid": {
+                "command": "agent-grid-tools",
+                "args": ["mcp"],
+                "env": {
+                    "AGENT_GRID_TOOLS_URL": "${AGENT_GRID_TOOLS_URL}",
+                    "AGENT_GRID_RUN_TOKEN": "${AGENT_GRID_RUN_TOKEN}",
+                },
+                "trust": True,
+            }
+        }
+    }
+
+
+def test_settings_already_in_the_run_home_are_kept(tmp_path: Path) -> None:
+    settings = tmp_path / "home" / ".gemini" / "settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text(json.dumps({"model": {"maxSessionTurns": 40}, "mcpServers": {"other": {"command": "x"}}}))
+
+    GeminiAdapter().command(replace(REQUEST, prompt_file=tmp_path / "prompt.md", tools_command=("t", "mcp")))
+
+    written = json.loads(settings.read_text())
+    assert written["model"] == {"maxSessionTurns": 40}
+    assert sorted(written["mcpServers"]) == ["agent-grid", "other"]
+    assert written["mcpServers"]["agent-grid"]["command"] == "t"
+
+
+def test_without_a_tools_command_no_settings_are_written(tmp_path: Path) -> None:
+    command = GeminiAdapter().command(replace(REQUEST, prompt_file=tmp_path / "prompt.md"))
+
+    assert "--allowed-mcp-server-names" not in command.argv
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_documented_example_reports_usage_turns_summary_and_success() -> None:

@@ -40,6 +40,15 @@ def test_unset_limits_and_model_stay_out_of_the_environment() -> None:
     assert command.env == {}
 
 
+def test_a_tools_command_changes_nothing(tmp_path: Path) -> None:
+    request = replace(REQUEST, prompt_file=tmp_path / "prompt.md")
+
+    assert GenericAdapter().command(replace(request, tools_command=("agent-grid-tools", "mcp"))) == (
+        GenericAdapter().command(request)
+    )
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("executable", [None, ""])
 def test_an_executable_is_required(executable: str | None) -> None:
     with pytest.raises(ValueError, match=r"needs request\.executable"):

@@ -22,6 +22,7 @@ from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
 from coordinator.ledger.public_ledger import open_ledger
 from coordinator.settings import Settings
+from coordinator.tools.public_api import build_tools_router
 
 SERVICE = "coordinator"
 _log = structlog.get_logger(__name__)
@@ -72,6 +73,16 @@ def create_app(
                     runtime.transport,
                     runtime.queues,
                     cancel_tree=coordinator.cancel_tree,
+                )
+            )
+            app.include_router(
+                build_tools_router(
+                    ledger=ledger,
+                    tracker=the_tracker,
+                    # An HTTP handler answers while the agent waits: few attempts, then 503.
+                    nudges=runtime.publisher(QueueName.NUDGES, max_attempts=3),
+                    policy=settings.policy,
+                    settings=settings.tools,
                 )
             )
             await stack.enter_async_context(_sweeping(coordinator, settings))

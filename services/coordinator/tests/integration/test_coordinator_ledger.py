@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+import sqlalchemy as sa
 from agent_grid_contracts.public_issues import Actor, AuthorAssociation
 from agent_grid_contracts.public_lifecycle import ExitReason
 from coordinator.decisions.public_facts import LedgerFacts
@@ -22,6 +23,7 @@ from coordinator.ledger.public_ledger import (
     StartOutcome,
     open_ledger,
 )
+from sqlalchemy.ext.asyncio import create_async_engine
 
 STARTED = StartOutcome.STARTED
 
@@ -282,3 +284,46 @@ async def test_a_cancel_asked_for_before_a_worker_is_known_is_reported_at_the_st
     await ledger.set_tree_killed("github:octo/widgets#2", True)
     again = await ledger.mark_started("run-9", worker_id="w9", at=NOW)
     assert again == ClaimResult(Claim.HELD, holder="w9", tree_killed=True)
+
+
+async def test_sub_issues_are_counted_per_run_against_the_cap_even_when_raced(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
+    # Eight requests of three at once under a cap of ten: three fit, whatever the interleaving.
+    totals = await asyncio.gather(*(ledger.reserve_sub_issues("run-1", 3, cap=10) for _ in range(8)))
+    assert sorted(total for total in totals if total is not None) == [3, 6, 9]
+    assert await ledger.reserve_sub_issues("run-1", 2, cap=10) is None
+    await ledger.release_sub_issues("run-1", 2)  # two of a request were not created after all
+    assert await ledger.reserve_sub_issues("run-1", 3, cap=10) == 10
+    await ledger.release_sub_issues("run-1", 50)
+    record = await ledger.run_record("run-1")
+    assert record is not None
+    assert (record.sub_issues_created, record.active) == (0, True)
+
+    await ledger.record_event("run-1", "finish:done", "shipped", at=NOW)
+    assert await ledger.finish("run-1", reason=ExitReason.SUCCESS, at=NOW, cost_usd=0, tokens=0) is not None
+    assert await ledger.reserve_sub_issues("run-1", 1, cap=10) is None  # an ended run creates nothing more
+    found = await ledger.run("run-1")
+    assert found is not None
+    run, events = found
+    assert not run.active
+    assert [(event.kind, event.detail) for event in events][1:] == [("finish:done", "shipped"), ("exited", "success")]
+    assert await ledger.run_record("run-nobody") is None
+
+
+async def test_a_ledger_from_before_the_sub_issue_count_is_migrated(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        assert await first.start_run(new_run("old"), now=NOW) is STARTED
+    # Back to the first schema version: no sub-issue count yet.
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ALTER TABLE runs DROP COLUMN sub_issues_created"))
+            await connection.execute(sa.text("DELETE FROM schema_versions WHERE version > 1"))
+    finally:
+        await engine.dispose()
+
+    async with open_ledger(ledger_url) as migrated:
+        assert await migrated.reserve_sub_issues("old", 2, cap=10) == 2
+        record = await migrated.run_record("old")
+        assert record is not None
+        assert record.sub_issues_created == 2

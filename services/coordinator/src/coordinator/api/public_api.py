@@ -50,6 +50,7 @@ class RunOut(BaseModel):
     exit_reason: str | None
     cost_usd: float
     tokens: int
+    sub_issues_created: int
 
 
 class RunDetail(RunOut):
@@ -199,7 +200,7 @@ def _issue_key(text: str) -> str:
     try:
         return parse_issue_ref(text).key
     except ValueError as error:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(error)) from None
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(error)) from None
 
 
 def _run_out(run: RunRecord) -> RunOut:

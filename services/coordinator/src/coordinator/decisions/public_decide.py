@@ -94,8 +94,7 @@ def authoriser(trigger: Trigger, ledger: LedgerFacts, policy: Policy) -> str | N
     """
     actor = trigger.actor
     if actor is not None and actor.kind in (ActorKind.HUMAN, ActorKind.UNKNOWN) and not actor.run_id:
-        trusted = actor.association in policy.trust.trusted_associations or actor.login in policy.trust.allow_list
-        return actor.login if trusted else None
+        return actor.login if policy.trust.trusts(actor.login, actor.association) else None
     if trigger.is_ours:
         return ledger.tree_authorised_by
     return None  # another bot: never an authority

@@ -38,6 +38,10 @@ class TrustPolicy(_Section):
     )
     allow_list: frozenset[str] = frozenset()
 
+    def trusts(self, login: str, association: AuthorAssociation) -> bool:
+        """Whether a person's word counts: a trusted association with the repository, or the allow-list."""
+        return association in self.trusted_associations or login in self.allow_list
+
 
 class Caps(_Section):
     """Every limit checked before a launch. Counts of active runs, runs, fan-out, cost and tokens."""

@@ -94,6 +94,12 @@ class RunRecord:
     exit_reason: str | None
     cost_usd: float
     tokens: int
+    sub_issues_created: int = 0
+
+    @property
+    def active(self) -> bool:
+        """Launching or running: the run has not ended."""
+        return self.state in ACTIVE_STATES
 
 
 class StartOutcome(StrEnum):
@@ -550,6 +556,50 @@ class Ledger:
             )
             return _record(row), [RunEvent(_aware(e.at) or e.at, e.kind, e.detail) for e in events]
 
+    async def run_record(self, run_id: str) -> RunRecord | None:
+        """One run, without its transitions (one primary-key lookup)."""
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
+        return _record(row) if row is not None else None
+
+    async def reserve_sub_issues(self, run_id: str, count: int, *, cap: int) -> int | None:
+        """Count ``count`` more sub-issues against the active run unless that takes it past ``cap``.
+
+        Returns the run's new total, or None when the run is not active or the cap would be exceeded (read the
+        run to tell which). The check and the count are one conditional write, so two concurrent requests of
+        one run cannot both slip under the cap; sub-issues reserved but not created are given back with
+        :meth:`release_sub_issues`.
+        """
+        async with self._engine.begin() as connection:
+            reserved = await connection.execute(
+                runs.update()
+                .where(
+                    runs.c.run_id == run_id,
+                    runs.c.state.in_(ACTIVE_STATES),
+                    runs.c.sub_issues_created + count <= cap,
+                )
+                .values(sub_issues_created=runs.c.sub_issues_created + count)
+            )
+            if not reserved.rowcount:
+                return None
+            total = await connection.scalar(sa.select(runs.c.sub_issues_created).where(runs.c.run_id == run_id))
+        return int(total or 0)
+
+    async def release_sub_issues(self, run_id: str, count: int) -> None:
+        """Give back ``count`` reserved sub-issues that were not created after all (never below zero)."""
+        remaining = runs.c.sub_issues_created - count
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                runs.update()
+                .where(runs.c.run_id == run_id)
+                .values(sub_issues_created=sa.case((remaining < 0, 0), else_=remaining))
+            )
+
+    async def record_event(self, run_id: str, kind: str, detail: str, *, at: datetime) -> None:
+        """Note something a run did (e.g. ``finish:done``) among its transitions."""
+        async with self._engine.begin() as connection:
+            await _event(connection, run_id, at, kind, detail)
+
     async def tree(self, root_key: str) -> TreeTotals | None:
         """The tree's totals, or None when no run ever happened in it."""
         async with self._engine.connect() as connection:
@@ -765,4 +815,5 @@ def _record(row: Any) -> RunRecord:
         exit_reason=row.exit_reason,
         cost_usd=row.cost_usd,
         tokens=row.tokens,
+        sub_issues_created=row.sub_issues_created,
     )

@@ -36,6 +36,8 @@ runs = sa.Table(
     sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
     sa.Column("tokens", sa.BigInteger, nullable=False, default=0),
     sa.Column("summary", sa.Text),
+    # Sub-issues the run created through the agent tools, against ``max_sub_issues_per_run`` (migration 2).
+    sa.Column("sub_issues_created", sa.Integer, nullable=False, default=0, server_default="0"),
     # The lease: at most one active run per issue, enforced by the database for every coordinator.
     sa.Index(
         "runs_one_active_per_issue",
@@ -125,5 +127,13 @@ async def _initial(connection: AsyncConnection) -> None:
     )
 
 
+async def _sub_issues_per_run(connection: AsyncConnection) -> None:
+    # `_initial` creates the tables from today's definitions, so a ledger created after this migration was
+    # written already has the column: only older ledgers get it added.
+    columns = await connection.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("runs")})
+    if "sub_issues_created" not in columns:
+        await connection.execute(sa.text("ALTER TABLE runs ADD COLUMN sub_issues_created INTEGER NOT NULL DEFAULT 0"))
+
+
 # Append only: a migration, once released, never changes.
-MIGRATIONS: Sequence[Migration] = (_initial,)
+MIGRATIONS: Sequence[Migration] = (_initial, _sub_issues_per_run)

@@ -268,6 +268,36 @@ async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Gri
     assert "0.00 / 25.00 USD" in body
 
 
+async def test_a_run_stopped_at_its_budget_holds_the_issue_for_a_person_until_they_hand_it_back(grid: Grid) -> None:
+    launch = await grid.launch("Runaway")
+    number = launch.issue.number
+    await grid.start(launch, "w1")
+    await grid.lifecycle(
+        AgentExited(
+            run_id=launch.run_id,
+            issue=launch.issue,
+            worker_id="w1",
+            reason=ExitReason.BUDGET_EXHAUSTED,
+            usage=Usage(cost_usd=5.0, reported=True),
+        )
+    )
+    await grid.settle()
+    issue = await grid.tracker.get_issue(launch.issue)
+    assert "needs-human" in issue.labels
+    assert "needs-human" in (await grid.comments(number))[-1]
+
+    # Held: the next look (a follow-up, a comment, a label) starts nothing.
+    await grid.nudge(number, reason=NudgeReason.RUN_FINISHED, actor=None)
+    await grid.nudge(number, reason=NudgeReason.COMMENT_MENTION)
+    assert await grid.drain(grid.queues.launches.url) == []
+
+    # alice removes the label: the issue is hers to hand back, and it runs again.
+    await grid.tracker.remove_labels(launch.issue, ("needs-human",))
+    await grid.nudge(number, reason=NudgeReason.ISSUE_UNLABELED)
+    [again] = await grid.drain(grid.queues.launches.url)
+    assert (again.issue.number, again.mode) == (number, RunMode.WORK)
+
+
 async def test_the_api_shows_runs_and_trees_and_controls_launches(
     sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ def test_a_leaf_that_ran_before_works_and_a_parent_is_managed() -> None:
         (replace(OPTED_IN, labels=frozenset()), "not opted in"),
         (replace(OPTED_IN, assignees=("bob",)), "a human's issue"),
         (replace(OPTED_IN, assignees=("agent-grid[bot]", "bob")), "a human's issue"),
+        (replace(OPTED_IN, labels=frozenset({"agent-grid", "needs-human"})), "held for a person"),
     ],
 )
 def test_issues_that_are_not_ours_are_ignored(issue: IssueFacts, reason: str) -> None:
@@ -155,6 +156,27 @@ def test_caps_only_a_human_can_lift_refuse_and_escalate(issue: IssueFacts, ledge
     assert (verdict.cap, verdict.escalate) == (cap, True)
 
 
+def test_a_person_handing_an_issue_back_closes_its_circuit_breaker_and_nothing_else_does() -> None:
+    tripped = LedgerFacts(consecutive_failures=3, tree_authorised_by="alice")
+    for reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL):
+        verdict = decide(ledger=tripped, trigger=Trigger(reason, ALICE))
+        assert isinstance(verdict, Launch)
+        assert verdict.resets_failures
+    for trigger in (
+        Trigger(NudgeReason.ISSUE_LABELED, ALICE),  # any other word from a person leaves it tripped
+        Trigger(NudgeReason.RUN_FINISHED, None),
+        Trigger(NudgeReason.ISSUE_UNLABELED, AGENT),
+    ):
+        verdict = decide(ledger=tripped, trigger=trigger)
+        assert isinstance(verdict, Refuse)
+        assert verdict.cap == "max_consecutive_failures"
+    assert isinstance(decide(ledger=tripped, trigger=Trigger(NudgeReason.ISSUE_UNLABELED, MALLORY)), Ignore)
+    # Nothing to reset: an ordinary launch.
+    verdict = decide(trigger=Trigger(NudgeReason.ISSUE_UNLABELED, ALICE))
+    assert isinstance(verdict, Launch)
+    assert not verdict.resets_failures
+
+
 def test_the_kill_switch_refuses_without_escalating() -> None:
     for issue, ledger in (
         (replace(OPTED_IN, root_labels=frozenset({"agent-grid:stop"})), IDLE),
@@ -177,7 +199,7 @@ def test_a_run_never_gets_more_than_what_is_left_of_its_tree() -> None:
 # baseline and replaces a few fields (up to four, any of them) with arbitrary values.
 
 refs = st.builds(IssueRef, repo=st.just("octo/widgets"), number=st.integers(1, 50))
-labels = st.frozensets(st.sampled_from(["agent-grid", "agent-grid:stop", "bug"]))
+labels = st.frozensets(st.sampled_from(["agent-grid", "agent-grid:stop", "needs-human", "bug"]))
 ISSUE_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "open": st.booleans(),
     "labels": labels,
@@ -218,6 +240,8 @@ actors = st.one_of(
 )
 FIELDS = [("issue", name) for name in ISSUE_FIELDS] + [("ledger", name) for name in LEDGER_FIELDS]
 FIELDS.append(("trigger", "actor"))
+FIELDS.append(("trigger", "reason"))
+reasons = st.sampled_from([NudgeReason.ISSUE_LABELED, NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL])
 
 
 @st.composite
@@ -228,8 +252,10 @@ def near_launch(draw: st.DrawFn) -> tuple[IssueFacts, LedgerFacts, Trigger]:
             issue = replace(issue, **{name: draw(ISSUE_FIELDS[name])})
         elif where == "ledger":
             ledger = replace(ledger, **{name: draw(LEDGER_FIELDS[name])})
-        else:
+        elif name == "actor":
             trigger = replace(trigger, actor=draw(actors))
+        else:
+            trigger = replace(trigger, reason=draw(reasons))
     return issue, ledger, trigger
 
 
@@ -246,6 +272,7 @@ def test_a_launch_never_breaks_a_rule_or_a_cap(facts: tuple[IssueFacts, LedgerFa
     assert not ledger.paused
     assert not ledger.tree_killed
     assert "agent-grid:stop" not in issue.labels | issue.root_labels
+    assert "needs-human" not in issue.labels  # escalated issues wait for a person
     assert not issue.open_blockers
     assert not issue.earlier_open_siblings
     assert all(login == "agent-grid[bot]" for login in issue.assignees)  # never on a human's issue
@@ -254,7 +281,9 @@ def test_a_launch_never_breaks_a_rule_or_a_cap(facts: tuple[IssueFacts, LedgerFa
     assert ledger.active_in_tree < caps.max_active_runs_per_tree
     assert ledger.runs_on_issue < caps.max_runs_per_issue
     assert ledger.runs_in_tree < caps.max_runs_per_tree
-    assert ledger.consecutive_failures < caps.max_consecutive_failures
+    # The circuit breaker: only a trusted person's hand-back lets a tripped issue run again.
+    handed_back = trigger.reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL) and not trigger.is_ours
+    assert ledger.consecutive_failures < caps.max_consecutive_failures or (handed_back and verdict.resets_failures)
     assert ledger.tree_cost_usd < caps.max_cost_usd_per_tree
     assert ledger.tree_tokens < caps.max_tokens_per_tree
     assert ledger.repo_cost_today_usd < caps.max_cost_usd_per_repo_per_day

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from agent_grid_contracts.public_issues import ActorKind
 from agent_grid_contracts.public_launches import RunMode
+from agent_grid_contracts.public_nudges import NudgeReason
 
 from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
 from coordinator.decisions.public_policy import Policy
@@ -29,7 +30,8 @@ def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, poli
     hold = _hold(issue, ledger, policy, mode, now)
     if hold is not None:
         return hold
-    refusal = _cap_refusal(issue, ledger, policy)
+    hands_back = _hands_back(trigger, authorised_by)
+    refusal = _cap_refusal(issue, ledger, policy, breaker_reset=hands_back)
     if refusal is not None:
         return refusal
     postponement = _capacity_wait(issue, ledger, policy, now)
@@ -43,7 +45,19 @@ def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, poli
         # A run may spend its own cap, and never more than what is left of its tree's.
         max_cost_usd=min(caps.max_cost_usd_per_run, caps.max_cost_usd_per_tree - ledger.tree_cost_usd),
         max_tokens=min(caps.max_tokens_per_run, caps.max_tokens_per_tree - ledger.tree_tokens),
+        resets_failures=hands_back and ledger.consecutive_failures > 0,
     )
+
+
+def _hands_back(trigger: Trigger, authorised_by: str | None) -> bool:
+    """A trusted person took the issue back from escalation (removed the label, or nudged it by hand).
+
+    Only that closes the circuit breaker: the person has looked at the failures. agent-grid's own triggers
+    never do, so a failing issue cannot talk itself back into running.
+    """
+    actor = trigger.actor
+    by_a_person = actor is not None and not trigger.is_ours and authorised_by == actor.login
+    return by_a_person and trigger.reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL)
 
 
 def _gate(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, authorised_by: str | None) -> Verdict | None:
@@ -59,6 +73,9 @@ def _gate(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, authorised_by:
     humans = [login for login in issue.assignees if login != policy.bot_login]
     if humans:
         return Ignore(f"assigned to {', '.join('@' + h for h in humans)}: a human's issue")
+    if policy.needs_human_label in issue.labels:
+        # Escalated: the status comment says why. Removing the label hands the issue back.
+        return Ignore(f"labelled {policy.needs_human_label!r}: held for a person until the label is removed")
     return None
 
 
@@ -110,12 +127,12 @@ def _opted_in(issue: IssueFacts, policy: Policy) -> bool:
     )
 
 
-def _cap_refusal(issue: IssueFacts, ledger: LedgerFacts, policy: Policy) -> Refuse | None:
+def _cap_refusal(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, *, breaker_reset: bool) -> Refuse | None:
     caps = policy.caps
     checks = (
         (
             "max_consecutive_failures",
-            ledger.consecutive_failures,
+            0 if breaker_reset else ledger.consecutive_failures,
             caps.max_consecutive_failures,
             "failed runs in a row",
         ),

@@ -11,13 +11,17 @@ __all__ = ["Ignore", "Launch", "Refuse", "Verdict", "Wait", "WaitReason"]
 
 @dataclass(frozen=True)
 class Launch:
-    """Start a run. ``authorised_by`` is the trusted human whose word it runs on (recorded for the tree)."""
+    """Start a run. ``authorised_by`` is the trusted human whose word it runs on (recorded for the tree).
+
+    ``resets_failures``: a person handed the issue back, so its failed runs in a row start again from zero.
+    """
 
     mode: RunMode
     agent_kind: str
     authorised_by: str
     max_cost_usd: float
     max_tokens: int
+    resets_failures: bool = False
 
 
 class WaitReason(StrEnum):

@@ -247,6 +247,8 @@ class Coordinator:
             authorised_by=verdict.authorised_by,
             trigger_message_id=str(envelope.message_id),
         )
+        if verdict.resets_failures:
+            await self.ledger.reset_failures(ref.key)
         outcome = await self.ledger.start_run(run, now=now, limits=self._limits())
         if outcome is not StartOutcome.STARTED:
             # Another launch took the issue's lease or the last slot since the decision read the counts.
@@ -302,10 +304,15 @@ class Coordinator:
         ref = _ref_of_key(run.issue_key)
         _log.info("run_ended", run_id=run_id, issue=run.issue_key, reason=reason.value, cost_usd=run.cost_usd)
         await self._best_effort("unassign the bot", self.tracker.remove_assignees(ref, (self.policy.bot_login,)))
-        text = status.finished(run_id, reason.value, run.cost_usd, run.tokens, now, summary)
+        # A run stopped at its budget would spend as much again on a retry: a person decides (raise the
+        # budget, rescope the issue) before anything else runs on it. So does a tripped circuit breaker.
+        breaker_open = ended.consecutive_failures >= self.policy.caps.max_consecutive_failures
+        escalate = reason is ExitReason.BUDGET_EXHAUSTED or breaker_open
+        label = self.policy.needs_human_label if escalate else None
+        text = status.finished(run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label)
         await self._write_status(ref, text)
-        if ended.consecutive_failures >= self.policy.caps.max_consecutive_failures:
-            await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
+        if label is not None:
+            await self._best_effort("escalate", self.tracker.add_labels(ref, (label,)))
         await self._follow_up(ref, reason, run_began=run.created_at)
         await self._update_roll_up(_ref_of_key(run.root_key), now)
         return True

@@ -33,10 +33,24 @@ def refused(verdict: Refuse, now: datetime, *, needs_human_label: str) -> str:
     return f"**agent-grid** · ⛔ **stopped** · `{verdict.cap}`: {verdict.detail}.{handoff}\n\nChecked {_when(now)}."
 
 
-def finished(run_id: str, reason: str, cost_usd: float, tokens: int, now: datetime, summary: str) -> str:
-    """A run has ended."""
+def finished(
+    run_id: str,
+    reason: str,
+    cost_usd: float,
+    tokens: int,
+    now: datetime,
+    summary: str,
+    *,
+    escalated_to: str | None = None,
+) -> str:
+    """A run has ended; ``escalated_to`` names the label that now holds the issue for a person."""
     mark = "✅" if reason == "success" else "❌"
     text = f"**agent-grid** · {mark} run `{run_id}` ended: **{reason}** · {cost_usd:.2f} USD, {tokens:,} tokens"
+    if escalated_to is not None:
+        text += (
+            f"\n\nLabelled `{escalated_to}`: no run starts here until a person looks and removes the label "
+            "(that also resets the failed-run count)."
+        )
     quoted = "\n".join(f"> {line}" for line in summary.strip()[:500].splitlines())
     return text + f"\n\nEnded {_when(now)}." + (f"\n\n{quoted}" if quoted else "")
 

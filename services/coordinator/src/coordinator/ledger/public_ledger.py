@@ -416,6 +416,13 @@ class Ledger:
             record = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).one()
         return FinishedRun(_record(record), int(failures or 0))
 
+    async def reset_failures(self, issue_key: str) -> None:
+        """Close the issue's circuit breaker: a person handed it back, its failed runs in a row count from zero."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                issues.update().where(issues.c.issue_key == issue_key).values(consecutive_failures=0)
+            )
+
     async def silent_runs(self, *, seen_before: datetime) -> list[RunRecord]:
         """Active runs not heard from since ``seen_before`` (candidates for ``lost``)."""
         async with self._engine.connect() as connection:

@@ -52,8 +52,12 @@ typecheck: .venv/.synced
 sandbox-tools:
 	@command -v bwrap >/dev/null || (echo "installing bubblewrap (Debian package)"; apt-get install -y -qq bubblewrap >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq bubblewrap))
 
+.PHONY: browser  # Chromium (Debian package), which playwright drives in the dashboard's browser test
+browser:
+	@test -x /usr/bin/chromium || (echo "installing chromium (Debian package)"; apt-get install -y -qq chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium))
+
 .PHONY: pytest  # unit and integration tests (the tests start and stop the embedded broker themselves)
-pytest: install test-fixtures sandbox-tools
+pytest: install test-fixtures sandbox-tools browser
 	$(RUN) pytest
 
 .PHONY: test  # everything CI runs: lint, typecheck, schemas up to date, tests against the real broker

@@ -12,6 +12,8 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from agent_grid_runtime.public_stopping import StopAwareServer
+
 __all__ = ["HealthCheck", "build_ops_router", "serve_http"]
 
 type HealthCheck = Callable[[], Awaitable[bool]]
@@ -55,7 +57,7 @@ def build_ops_router(
     return router
 
 
-class _SignalFreeServer(uvicorn.Server):
+class _SignalFreeServer(StopAwareServer):
     # uvicorn restores and re-raises captured signals after serving (uvicorn #1579); a worker that owns its
     # signals must keep uvicorn out of them.
     def capture_signals(self) -> "_NoSignals":  # type: ignore[override]
@@ -72,7 +74,7 @@ class _NoSignals:
 
 async def serve_http(app: FastAPI, *, host: str, port: int, stop: asyncio.Event) -> None:
     """Serve ``app`` until ``stop`` is set, without touching signal handlers (for workers that own them)."""
-    server = _SignalFreeServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    server = _SignalFreeServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False), app)
     serving = asyncio.create_task(server.serve())
     stopping = asyncio.create_task(stop.wait())
     try:

@@ -7,6 +7,7 @@ and consumers, run consumers for the lifetime of a context, and report health. C
 
 import asyncio
 import gc
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from agent_grid_runtime.public_http import HealthCheck, build_ops_router
 from agent_grid_runtime.public_queues import QueueName, QueueUrls, resolve_queues
 from agent_grid_runtime.public_settings import BaseServiceSettings, ConsumerSettings
 from agent_grid_runtime.public_sqs import Consumer, Handlers, Publisher
+from agent_grid_runtime.public_stopping import StopAwareServer
 from agent_grid_runtime.public_transport import QueueTransport, TransportError, open_sqs_transport
 
 __all__ = [
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 _log = structlog.get_logger(__name__)
+# What ``uvicorn.run`` exits with when the server never started (the port taken, the lifespan failed).
+_STARTUP_FAILURE = 3
 
 
 class BrokerUnavailableError(Exception):
@@ -177,11 +181,18 @@ def _log_crash(task: "asyncio.Task[None]") -> None:
 def run_http_service(app: FastAPI, settings: BaseServiceSettings) -> None:
     """Serve ``app`` until SIGTERM/SIGINT. uvicorn owns the signals (STYLE.md S3).
 
-    On a signal uvicorn closes connections (within 10 s), then runs lifespan shutdown, where the consumers
-    drain under their own ``drain_timeout_s``: lifespan shutdown has no deadline of its own.
+    On a signal uvicorn sets ``server_stopping(app)`` (long-lived responses end on it), closes connections
+    (within 10 s), then runs lifespan shutdown, where the consumers drain under their own ``drain_timeout_s``:
+    lifespan shutdown has no deadline of its own.
     """
     # Everything imported so far lives until exit: keep it out of the collector's full passes, whose pauses
     # otherwise land on request latency (measured by bench-webhooks).
     gc.freeze()
     gc.set_threshold(10_000, 20, 20)
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_config=None, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(
+        app, host=settings.http.host, port=settings.http.port, log_config=None, timeout_graceful_shutdown=10
+    )
+    server = StopAwareServer(config, app)
+    server.run()
+    if not server.started:
+        sys.exit(_STARTUP_FAILURE)

@@ -3,8 +3,9 @@
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -67,6 +68,7 @@ class Consumer:
         self._metrics: MessagingMetrics = messaging_metrics(registry or CollectorRegistry())
         self._stop_requested = asyncio.Event()
         self._free_slots = settings.max_in_flight
+        self._reserved_for_receives = 0
         self._slot_freed = asyncio.Event()
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._receive_concurrency = settings.receive_concurrency or math.ceil(settings.max_in_flight / MAX_BATCH)
@@ -83,6 +85,11 @@ class Consumer:
     def in_flight(self) -> int:
         """Messages being handled now."""
         return len(self._handler_tasks)
+
+    @property
+    def busy_slots(self) -> int:
+        """Slots taken by messages being handled, or held past their handler's return (``hold_slot``)."""
+        return self._settings.max_in_flight - self._free_slots - self._reserved_for_receives
 
     def stop(self) -> None:
         """Request a graceful drain. Idempotent, and safe to call before ``run()``."""
@@ -144,6 +151,7 @@ class Consumer:
                     visibility_timeout_s=self._settings.visibility_timeout_s,
                 )
             except TransportError as error:
+                self._reserved_for_receives -= reserved
                 self._release_slots(reserved)
                 self._metrics.receive_errors.labels(self._label).inc()
                 delay = backoff.next_delay()
@@ -151,10 +159,13 @@ class Consumer:
                 await asyncio.sleep(delay)
                 continue
             except BaseException:
+                self._reserved_for_receives -= reserved
                 self._release_slots(reserved)
                 raise
             backoff.reset()
+            self._reserved_for_receives -= reserved
             self._release_slots(reserved - len(messages))
+            self._metrics.oldest_age.labels(self._label).set(_oldest_age_s(messages))
             # No await between receiving and spawning, so nothing received is stranded here. (A stop that cancels
             # a long poll whose response is already on the wire strands those messages until their visibility
             # timeout: delayed, not lost; waiting out every long poll instead would slow each stop by up to 20 s.)
@@ -169,6 +180,7 @@ class Consumer:
             await self._slot_freed.wait()
         reserved = min(MAX_BATCH, self._free_slots)
         self._free_slots -= reserved
+        self._reserved_for_receives += reserved
         return reserved
 
     def _release_slots(self, count: int) -> None:
@@ -311,6 +323,16 @@ class Consumer:
             _log.error("message_processed", exc_info=result.error, **fields)
         else:
             _log.warning("message_processed", **fields)
+
+
+def _oldest_age_s(messages: Sequence[ReceivedMessage]) -> float:
+    # A consumer that gets messages as soon as they are sent sees ages near 0; a backlog (or a message retried
+    # for a while: SentTimestamp is its first send) shows up as a growing age. An empty receive means nothing
+    # was waiting. While every slot is busy the consumer does not receive, so the last value stays: alert on
+    # the queue depth as well.
+    now = datetime.now(UTC)
+    ages = [(now - message.sent_at).total_seconds() for message in messages if message.sent_at is not None]
+    return max([0.0, *ages])
 
 
 class _Slot:

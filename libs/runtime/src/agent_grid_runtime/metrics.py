@@ -13,6 +13,7 @@ class MessagingMetrics:
     receive_errors: Counter
     published: Counter
     publish_errors: Counter
+    oldest_age: Gauge
 
 
 _BY_REGISTRY: dict[int, MessagingMetrics] = {}
@@ -46,6 +47,12 @@ def messaging_metrics(registry: CollectorRegistry) -> MessagingMetrics:
         ),
         publish_errors=Counter(
             "agent_grid_publish_errors_total", "Publish attempts that failed.", ["queue"], registry=registry
+        ),
+        oldest_age=Gauge(
+            "agent_grid_queue_oldest_message_age_seconds",
+            "Age (since SentTimestamp) of the oldest message in the consumer's latest receive; 0 when it was empty.",
+            ["queue"],
+            registry=registry,
         ),
     )
     _BY_REGISTRY[id(registry)] = metrics

@@ -5,8 +5,9 @@ its owner. Backward-compatible changes only.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
+import structlog
 import uvicorn
 from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -14,16 +15,26 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from agent_grid_runtime.public_stopping import StopAwareServer
 
-__all__ = ["HealthCheck", "build_ops_router", "serve_http"]
+__all__ = ["HealthCheck", "ScrapeHook", "build_ops_router", "serve_http"]
 
 type HealthCheck = Callable[[], Awaitable[bool]]
 """A readiness probe: returns True when healthy; may raise, which counts as unhealthy."""
 
+type ScrapeHook = Callable[[], Awaitable[None]]
+"""Brings gauges up to date before ``/metrics`` renders them (e.g. reads queue depths, with its own cache)."""
+
 _CHECK_TIMEOUT_S = 2.0
+# A backstop: hooks bound their own waits; a scrape must answer even if one does not.
+_SCRAPE_HOOK_TIMEOUT_S = 3.0
+_log = structlog.get_logger(__name__)
 
 
 def build_ops_router(
-    *, service: str, registry: CollectorRegistry, checks: Mapping[str, HealthCheck] | None = None
+    *,
+    service: str,
+    registry: CollectorRegistry,
+    checks: Mapping[str, HealthCheck] | None = None,
+    before_scrape: Sequence[ScrapeHook] = (),
 ) -> APIRouter:
     """``/healthz`` answers 200 when every check passes and 503 otherwise, naming each check's state.
 
@@ -31,9 +42,12 @@ def build_ops_router(
         service: the service name reported in the body.
         registry: the service's own Prometheus registry, served on ``/metrics``.
         checks: named readiness probes (broker reachable, consumer running...).
+        before_scrape: run in order before ``/metrics`` renders; one that fails or overruns is logged and
+            skipped, so a scrape always answers.
     """
     router = APIRouter()
     named_checks = dict(checks or {})
+    hooks = list(before_scrape)
 
     @router.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
@@ -52,6 +66,12 @@ def build_ops_router(
 
     @router.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
+        for hook in hooks:
+            try:
+                async with asyncio.timeout(_SCRAPE_HOOK_TIMEOUT_S):
+                    await hook()
+            except Exception:
+                _log.exception("scrape_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -8,9 +8,9 @@ and consumers, run consumers for the lifetime of a context, and report health. C
 import asyncio
 import gc
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 import uvicorn
@@ -18,12 +18,13 @@ from fastapi import APIRouter, FastAPI
 from prometheus_client import CollectorRegistry
 
 from agent_grid_runtime.public_backoff import Backoff
-from agent_grid_runtime.public_http import HealthCheck, build_ops_router
-from agent_grid_runtime.public_queues import QueueName, QueueUrls, resolve_queues
+from agent_grid_runtime.public_http import HealthCheck, ScrapeHook, build_ops_router
+from agent_grid_runtime.public_queues import QueueName, QueuePair, QueueUrls, resolve_queues
 from agent_grid_runtime.public_settings import BaseServiceSettings, ConsumerSettings
 from agent_grid_runtime.public_sqs import Consumer, Handlers, Publisher
 from agent_grid_runtime.public_stopping import StopAwareServer
 from agent_grid_runtime.public_transport import QueueTransport, TransportError, open_sqs_transport
+from agent_grid_runtime.queue_depths import QueueDepthGauges
 
 __all__ = [
     "BrokerUnavailableError",
@@ -55,6 +56,7 @@ class ServiceRuntime:
     transport: QueueTransport
     queues: QueueUrls
     registry: CollectorRegistry
+    _depths: QueueDepthGauges | None = field(default=None, init=False, repr=False)
 
     def publisher(self, queue: QueueName, *, max_attempts: int = 5) -> Publisher:
         """A publisher to one of the work queues."""
@@ -84,12 +86,26 @@ class ServiceRuntime:
         await self.transport.depth(self.queues.nudges.url)
         return True
 
-    def ops_router(self, extra_checks: dict[str, HealthCheck] | None = None) -> APIRouter:
-        """``/healthz`` (broker reachable plus ``extra_checks``) and ``/metrics``."""
+    def ops_router(
+        self,
+        extra_checks: dict[str, HealthCheck] | None = None,
+        *,
+        extra_queues: Mapping[str, QueuePair] | None = None,
+        before_scrape: Sequence[ScrapeHook] = (),
+    ) -> APIRouter:
+        """``/healthz`` (broker reachable plus ``extra_checks``) and ``/metrics``.
+
+        ``/metrics`` includes the depth of every work queue and dead-letter queue (plus ``extra_queues``, by
+        label), read from the broker at scrape time with a short cache, and whatever ``before_scrape`` updates.
+        """
+        if self._depths is None:  # one set of gauges per registry, however many routers
+            pairs = {name.value: self.queues.pair(name) for name in QueueName} | dict(extra_queues or {})
+            self._depths = QueueDepthGauges(self.transport, pairs, self.registry)
         return build_ops_router(
             service=self.service,
             registry=self.registry,
             checks={"broker": self.broker_reachable, **(extra_checks or {})},
+            before_scrape=[self._depths.refresh, *before_scrape],
         )
 
 

@@ -10,6 +10,7 @@ import itertools
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from agent_grid_runtime.consumer_loop import Consumer
 from agent_grid_runtime.public_transport import OutgoingMessage, QueueDepth, ReceivedMessage, TransportError
@@ -27,6 +28,8 @@ class StoredMessage:
     visible_at: float
     receive_count: int = 0
     receipt_handle: str | None = None
+    sent_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    """When the broker accepted it (SQS's ``SentTimestamp``); tests may backdate it."""
 
 
 @dataclass
@@ -175,6 +178,7 @@ class InMemoryBroker:
                     body=message.body,
                     receive_count=message.receive_count,
                     attributes=dict(message.attributes),
+                    sent_at=message.sent_at,
                 )
             )
         return taken

@@ -7,6 +7,7 @@ Backward-compatible changes only.
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from agent_grid_runtime.public_settings import AwsSettings
@@ -44,13 +45,18 @@ class OutgoingMessage:
 
 @dataclass(frozen=True, slots=True)
 class ReceivedMessage:
-    """One received message with its transport facts. Handlers never see the receipt handle."""
+    """One received message with its transport facts. Handlers never see the receipt handle.
+
+    ``sent_at`` is when the broker first accepted it (SQS's ``SentTimestamp``), None where a broker does
+    not say.
+    """
 
     transport_id: str
     receipt_handle: str
     body: str
     receive_count: int
     attributes: Mapping[str, str] = field(default_factory=dict)
+    sent_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

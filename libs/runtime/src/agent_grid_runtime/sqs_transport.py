@@ -2,6 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from aiobotocore.config import AioConfig
@@ -72,7 +73,7 @@ class SqsTransport:
                 MaxNumberOfMessages=max_messages,
                 WaitTimeSeconds=wait_time_s,
                 VisibilityTimeout=visibility_timeout_s,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
                 MessageAttributeNames=["All"],
             )
         except (ClientError, BotoCoreError, OSError) as error:
@@ -86,6 +87,7 @@ class SqsTransport:
                 attributes={
                     name: value.get("StringValue", "") for name, value in message.get("MessageAttributes", {}).items()
                 },
+                sent_at=_sent_at(message.get("Attributes", {}).get("SentTimestamp")),
             )
             for message in response.get("Messages", [])
         ]
@@ -159,6 +161,12 @@ class SqsTransport:
 
 def _attributes(values: Mapping[str, str]) -> "dict[str, MessageAttributeValueTypeDef]":
     return {name: {"DataType": "String", "StringValue": value} for name, value in values.items()}
+
+
+def _sent_at(epoch_ms: str | None) -> datetime | None:
+    if not epoch_ms or not epoch_ms.isdigit():
+        return None
+    return datetime.fromtimestamp(int(epoch_ms) / 1000, tz=UTC)
 
 
 def _error_code(error: ClientError) -> str:

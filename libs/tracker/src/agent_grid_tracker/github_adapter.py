@@ -25,6 +25,7 @@ from agent_grid_tracker.github_convert import (
 from agent_grid_tracker.github_retry import tracker_error
 from agent_grid_tracker.poll_window import advance, fresh_issues
 from agent_grid_tracker.public_github_queries import ISSUE_VIEW
+from agent_grid_tracker.public_rate_limits import RateLimitBook
 from agent_grid_tracker.public_tracker import (
     CloseReason,
     Comment,
@@ -48,10 +49,14 @@ _ATTACH_ATTEMPTS = 3
 class GitHubTracker:
     """One GitHub account's view of its repositories. Build it with ``open_github_tracker``."""
 
-    def __init__(self, github: GitHub[Any], *, login: str, page_size: int = _PAGE_SIZE) -> None:
+    def __init__(
+        self, github: GitHub[Any], *, login: str, page_size: int = _PAGE_SIZE, rate_limits: RateLimitBook | None = None
+    ) -> None:
         self._github = github
         self._login = login
         self._page_size = page_size
+        self.rate_limits = rate_limits or RateLimitBook()
+        """GitHub's latest rate-limit window per resource, as its responses reported it."""
         self._rest = github.rest(API_VERSION)
         # Where each sticky comment is: an update then costs a read and a write instead of a listing.
         self._sticky_ids: dict[tuple[str, str], int] = {}

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from agent_grid_tracker.github_adapter import API_VERSION, GitHubTracker
 from agent_grid_tracker.github_retry import RetryPolicy
+from agent_grid_tracker.public_rate_limits import RateLimitBook
 from agent_grid_tracker.write_pacer import PacingThrottler, WriteSchedule
 
 __all__ = ["API_VERSION", "GitHubAppSettings", "GitHubSettings", "GitHubTracker", "open_github_tracker"]
@@ -92,7 +93,8 @@ async def open_github_tracker(
     """A :class:`GitHubTracker` for the configured account, its connections released on exit.
 
     ``request_hooks`` see (and may adjust) each request before it is sent: instrumentation, or adapting
-    headers to a recorded conversation in tests.
+    headers to a recorded conversation in tests. Every response's rate-limit headers are recorded in the
+    tracker's ``rate_limits``.
     """
     auth: Any
     if settings.app is not None:
@@ -110,13 +112,18 @@ async def open_github_tracker(
     def on_write_wait(delay_s: float) -> None:
         _log.debug("github_write_paced", wait_s=round(delay_s, 3))
 
+    rate_limits = RateLimitBook()
+
+    async def on_response(response: httpx.Response) -> None:
+        rate_limits.observe(response.headers)
+
     github: GitHub[Any] = GitHub(
         auth,
         base_url=settings.api_url,
         user_agent=settings.user_agent,
         timeout=settings.timeout_s,
         async_transport=transport,
-        async_event_hooks={"request": list(request_hooks)} if request_hooks else None,
+        async_event_hooks={"request": list(request_hooks), "response": [on_response]},
         # Conditional requests are ours to make (polling); a transparent cache would hide the 304s.
         http_cache=False,
         # githubkit's default cache (installation tokens among others) is one per process; a tracker's own
@@ -134,7 +141,7 @@ async def open_github_tracker(
         ),
     )
     try:
-        yield GitHubTracker(github, login=settings.login, page_size=settings.page_size)
+        yield GitHubTracker(github, login=settings.login, page_size=settings.page_size, rate_limits=rate_limits)
     finally:
         if transport is not None:
             await transport.close_for_real()

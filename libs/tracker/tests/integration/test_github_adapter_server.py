@@ -285,6 +285,28 @@ async def test_a_distant_rate_limit_reset_surfaces_at_once_and_a_near_one_is_wai
         assert 1 <= time.monotonic() - started < 5
 
 
+async def test_the_latest_rate_limit_window_of_each_resource_is_readable(hub: Hub, tracker: GitHubTracker) -> None:
+    issue = hub.github.add_issue("octo", "widgets", "Counted", author="alice")
+    assert tracker.rate_limits.snapshot() == {}
+
+    await tracker.get_issue(hub.ref(issue))
+    await tracker.view(hub.ref(issue))
+    seen = tracker.rate_limits.snapshot()
+
+    assert set(seen) == {"core", "graphql"}
+    assert seen["core"].remaining == hub.github.rate_limit_remaining(hub.token)
+    assert seen["graphql"].remaining == hub.github.rate_limit_remaining(hub.token, resource="graphql")
+    assert seen["core"].limit > seen["core"].remaining
+    assert seen["core"].reset_at > datetime.now(UTC)
+
+    hub.github.exhaust_rate_limit(hub.token, reset_in_s=3600)
+    with pytest.raises(RateLimited):
+        await tracker.get_issue(hub.ref(issue))
+    exhausted = tracker.rate_limits.snapshot()["core"]
+    assert exhausted.remaining == 0
+    assert exhausted.reset_at > datetime.now(UTC) + timedelta(minutes=59)
+
+
 async def test_reads_ride_out_an_outage_and_writes_are_not_resent_after_an_ambiguous_failure(
     hub: Hub, tracker: GitHubTracker
 ) -> None:

@@ -10,6 +10,7 @@ from agent_grid_tracker.body_blocks import block_markers, replace_block
 from agent_grid_tracker.github_retry import RetryPolicy, tracker_error
 from agent_grid_tracker.poll_window import advance, fresh_issues
 from agent_grid_tracker.public_github import GitHubSettings, open_github_tracker
+from agent_grid_tracker.public_rate_limits import RateLimitBook
 from agent_grid_tracker.public_tracker import (
     Issue,
     IssueNotFound,
@@ -222,3 +223,17 @@ async def test_behind_a_proxy_httpx_builds_its_own_transport_so_that_the_proxy_i
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     async with open_github_tracker(settings) as proxied:
         assert proxied._github.config.async_transport is None
+
+
+def test_a_response_without_complete_rate_limit_headers_changes_no_window() -> None:
+    book = RateLimitBook()
+    good = {"x-ratelimit-limit": "5000", "x-ratelimit-remaining": "4999", "x-ratelimit-reset": "1800000000"}
+
+    assert book.observe({"x-ratelimit-remaining": "12"}) is None
+    assert book.observe({**good, "x-ratelimit-remaining": "many"}) is None
+    assert book.snapshot() == {}
+    recorded = book.observe(good)
+    assert recorded is not None
+    assert (recorded.resource, recorded.remaining, recorded.used) == ("core", 4999, None)
+    assert recorded.reset_at == datetime.fromtimestamp(1_800_000_000, tz=UTC)
+    assert book.snapshot() == {"core": recorded}

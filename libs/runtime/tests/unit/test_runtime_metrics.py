@@ -6,13 +6,14 @@ import pytest
 from agent_grid_contracts.public_envelope import Envelope, wrap
 from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_contracts.public_nudges import Nudge
+from agent_grid_runtime.public_metrics import register_callback_gauge
 from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
 from agent_grid_runtime.public_service import ServiceRuntime
 from agent_grid_runtime.public_settings import ConsumerSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Consumer, Handlers, MessageContext, Publisher
 from agent_grid_runtime.public_testing import InMemoryBroker, run_consumer_until
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -160,3 +161,20 @@ async def test_a_failing_broker_clears_the_depths_instead_of_serving_stale_ones(
     assert scraped[("agent_grid_broker_up", frozenset())] == 0
     assert not any(name == "agent_grid_queue_messages" for name, _ in scraped)
     assert not any(name == "agent_grid_dead_letter_messages" for name, _ in scraped)
+
+
+def test_a_callback_gauge_reads_its_samples_at_every_scrape_and_a_failing_one_spoils_nothing_else() -> None:
+    registry = CollectorRegistry()
+    slots = {"free": 3}
+    register_callback_gauge(registry, "test_slots_free", "Free slots.", [], lambda: {(): slots["free"]})
+    register_callback_gauge(registry, "test_by_kind", "By kind.", ["kind"], lambda: {("a",): 1, ("b",): 2})
+    register_callback_gauge(registry, "test_broken", "Always fails.", [], lambda: {(): 1 / 0})
+
+    first = samples(generate_latest(registry).decode())
+    slots["free"] = 1
+    second = samples(generate_latest(registry).decode())
+
+    assert first[("test_slots_free", frozenset())] == 3
+    assert second[("test_slots_free", frozenset())] == 1
+    assert second[("test_by_kind", frozenset({("kind", "b")}))] == 2
+    assert not any(name == "test_broken" for name, _ in second)

@@ -5,13 +5,15 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
+from agent_grid_runtime.public_metrics import register_callback_gauge
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime
 from agent_grid_runtime.public_sqs import CoalescingPublisher
 from agent_grid_runtime.public_transport import QueueTransport
-from agent_grid_tracker.public_github import open_github_tracker
+from agent_grid_tracker.public_github import GitHubTracker, open_github_tracker
 from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from issue_tracker.deliveries.public_api import DeliveryStore, open_delivery_store
 from issue_tracker.polling.public_api import IssuePoller
@@ -49,13 +51,17 @@ def create_app(
                     max_body_bytes=webhook.max_body_bytes,
                 )
                 app.include_router(runtime.ops_router())
-                app.include_router(build_webhook_router(intake))
+                app.include_router(build_webhook_router(intake, registry=runtime.registry))
                 async with nudges.running(), AsyncExitStack() as polling:
                     if settings.polling.repos:
-                        poller = IssuePoller(
-                            tracker=tracker
+                        poll_tracker = (
+                            tracker
                             if tracker is not None
-                            else await polling.enter_async_context(_open_tracker(settings)),
+                            else await polling.enter_async_context(_open_tracker(settings))
+                        )
+                        _report_rate_limits(runtime.registry, poll_tracker)
+                        poller = IssuePoller(
+                            tracker=poll_tracker,
                             store=store,
                             enqueue=runtime.publisher(QueueName.NUDGES).publish,
                             settings=settings.polling,
@@ -66,6 +72,35 @@ def create_app(
             await store.close()
 
     return FastAPI(title="agent-grid issue-tracker", lifespan=lifespan)
+
+
+def _report_rate_limits(registry: CollectorRegistry, tracker: Tracker) -> None:
+    """GitHub's latest rate-limit window per resource as gauges, when the tracker is GitHub's."""
+    if not isinstance(tracker, GitHubTracker):
+        return
+    book = tracker.rate_limits
+    name = "agent_grid_github_rate_limit"
+    register_callback_gauge(
+        registry,
+        f"{name}_remaining",
+        "Requests left in GitHub's current rate-limit window.",
+        ["resource"],
+        lambda: {(resource,): status.remaining for resource, status in book.snapshot().items()},
+    )
+    register_callback_gauge(
+        registry,
+        f"{name}_limit",
+        "Requests GitHub allows per rate-limit window.",
+        ["resource"],
+        lambda: {(resource,): status.limit for resource, status in book.snapshot().items()},
+    )
+    register_callback_gauge(
+        registry,
+        f"{name}_reset_timestamp_seconds",
+        "When GitHub's current rate-limit window resets (Unix time).",
+        ["resource"],
+        lambda: {(resource,): status.reset_at.timestamp() for resource, status in book.snapshot().items()},
+    )
 
 
 @asynccontextmanager

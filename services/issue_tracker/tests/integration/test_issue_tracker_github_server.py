@@ -5,6 +5,7 @@ the issue-tracker answers them over HTTP, nudges land on the embedded broker's q
 """
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,10 +26,13 @@ from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
 from agent_grid_tracker.public_tracker import NewIssue
+from aiobotocore.session import get_session
 from issue_tracker.app import create_app
 from issue_tracker.deliveries.public_api import open_delivery_store
 from issue_tracker.polling.public_api import IssuePoller, PollingSettings
 from issue_tracker.settings import Settings, WebhookSettings
+from issue_tracker.webhooks.public_testing import signed_headers
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 pytestmark = pytest.mark.connected
@@ -222,3 +226,103 @@ async def _wait_for(
         if done(found):
             return found
     raise AssertionError(f"timed out; found {found}")
+
+
+async def test_a_running_issue_tracker_counts_deliveries_by_outcome_and_reports_githubs_rate_limit(
+    world: World, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+) -> None:
+    fake = world.github.github
+    fake.add_user("poller")  # GitHub counts requests per account: the poller's own
+    poller = fake.add_token("poller")
+    port = find_free_port()
+    settings = Settings(
+        aws=aws_settings,
+        queues=queue_settings,
+        http=HttpSettings(port=port),
+        webhook=WebhookSettings(
+            secret=SecretStr(SECRET),
+            bot_logins=frozenset({BOT}),
+            deliveries_url=f"sqlite:///{tmp_path / 'deliveries.sqlite3'}",
+            max_body_bytes=64 * 1024,
+            publish_attempts=1,
+        ),
+        github=GitHubSettings(api_url=world.github.base_url, token=SecretStr(poller)),
+        polling=PollingSettings(repos=(REPO,), interval_s=3600),
+    )
+    stop = asyncio.Event()
+    serving = asyncio.create_task(serve_http(create_app(settings), host="127.0.0.1", port=port, stop=stop))
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await _until_healthy(url, serving)
+        fake.add_webhook(f"{url}/webhooks/github", SECRET)
+        async with world.as_user(world.alice) as alice:
+            issue = await alice.create_issue(REPO, NewIssue(title="Counted"))  # accepted
+        async with world.as_user(world.bot) as bot:
+            await bot.comment(issue.ref, "on it")  # ignored: our own
+        await fake.webhooks_idle()
+        opened = fake.deliveries[0]
+        fake.redeliver(opened.guid)  # duplicate
+        await fake.webhooks_idle()
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+            signed = signed_headers(SECRET.encode(), opened.body, event="issues")
+            unsigned = {**signed, "x-hub-signature-256": "sha256=" + "0" * 64}
+            garbage = b"{not json"
+            answers = [
+                await client.post("/webhooks/github", content=opened.body, headers=unsigned),
+                await client.post(
+                    "/webhooks/github",
+                    content=garbage,
+                    headers=signed_headers(SECRET.encode(), garbage, event="issues"),
+                ),
+                await client.post("/webhooks/github", content=b"x" * (65 * 1024), headers=signed),
+            ]
+            # The nudges queue vanishes: the next relevant delivery cannot be enqueued, and GitHub must retry it.
+            await _delete_queue(aws_settings, (await resolve_queues(world.sqs, queue_settings)).nudges.url)
+            failed = await client.post(
+                "/webhooks/github",
+                content=opened.body,
+                headers=signed_headers(SECRET.encode(), opened.body, event="issues"),
+            )
+            metrics = await _metrics_once(client, lambda text: "agent_grid_github_rate_limit_remaining{" in text)
+    finally:
+        stop.set()
+        await serving
+
+    assert [answer.status_code for answer in answers] == [401, 400, 413]
+    assert failed.status_code == 503
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="accepted") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="ignored") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="duplicate") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="bad_signature") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="bad_payload") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="too_large") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="enqueue_failed") == 1
+    assert _sample(metrics, "agent_grid_webhook_deliveries_total", outcome="store_unavailable") == 0
+    # What GitHub last said about the poller's account, which nothing else spends.
+    remaining = _sample(metrics, "agent_grid_github_rate_limit_remaining", resource="core")
+    assert remaining == fake.rate_limit_remaining(poller)
+    assert remaining < _sample(metrics, "agent_grid_github_rate_limit_limit", resource="core")
+    assert _sample(metrics, "agent_grid_github_rate_limit_reset_timestamp_seconds", resource="core") > time.time()
+
+
+async def _delete_queue(aws: AwsSettings, url: str) -> None:
+    session = get_session()
+    async with session.create_client(
+        "sqs", region_name=aws.region, endpoint_url=aws.endpoint_url, aws_access_key_id="t", aws_secret_access_key="t"
+    ) as client:
+        await client.delete_queue(QueueUrl=url)
+
+
+async def _metrics_once(client: httpx.AsyncClient, ready: Callable[[str], bool], timeout_s: float = 10) -> str:
+    async with asyncio.timeout(timeout_s):
+        while not ready(text := (await client.get("/metrics")).text):
+            await asyncio.sleep(0.1)
+    return text
+
+
+def _sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and sample.labels == labels:
+                return sample.value
+    raise AssertionError(f"no {name}{labels} in the scrape")

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,10 +26,24 @@ _log = structlog.get_logger(__name__)
 type Enqueue = Callable[[Envelope[Any]], Awaitable[None]]
 
 
+class Outcome(StrEnum):
+    """What became of a delivery, for the metrics an operator alerts on."""
+
+    ACCEPTED = "accepted"
+    IGNORED = "ignored"
+    DUPLICATE = "duplicate"
+    BAD_SIGNATURE = "bad_signature"  # also: no secret configured
+    BAD_PAYLOAD = "bad_payload"
+    TOO_LARGE = "too_large"
+    ENQUEUE_FAILED = "enqueue_failed"
+    STORE_UNAVAILABLE = "store_unavailable"
+
+
 @dataclass(frozen=True)
 class IntakeResponse:
     status: int
     body: dict[str, Any]
+    outcome: Outcome
 
 
 @dataclass
@@ -48,7 +63,7 @@ class WebhookIntake:
             _log.info(
                 "webhook_received",
                 status=response.status,
-                outcome=response.body.get("status"),
+                outcome=response.outcome.value,
                 reason=response.body.get("reason"),
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
             )
@@ -64,7 +79,7 @@ class WebhookIntake:
         self, headers: Mapping[str, str], body: bytes, delivery: str, event: str
     ) -> dict[str, Any] | IntakeResponse:
         if len(body) > self.max_body_bytes:
-            return _refuse(413, f"body over {self.max_body_bytes} bytes")
+            return too_large(self.max_body_bytes)
         if self.secret is None:
             return _refuse(401, "webhook secret not configured: every delivery is refused")
         if not signature_is_valid(self.secret, body, headers.get("x-hub-signature-256")):
@@ -79,12 +94,12 @@ class WebhookIntake:
     async def _accept(self, payload: dict[str, Any], delivery: str, event: str) -> IntakeResponse:
         try:
             if await self.deliveries.seen(delivery):
-                return IntakeResponse(200, {"status": "duplicate", "delivery": delivery})
+                return IntakeResponse(200, {"status": "duplicate", "delivery": delivery}, Outcome.DUPLICATE)
             translation = translate(event, payload, self.config)
         except PayloadError as error:
             return _refuse(400, str(error))
         except DeliveryStoreError as error:
-            return _unavailable(str(error))
+            return _unavailable(str(error), Outcome.STORE_UNAVAILABLE)
         if translation.log_only:
             installation = payload.get("installation")
             _log.info(
@@ -101,13 +116,13 @@ class WebhookIntake:
                 await self.enqueue(envelope)
             await self.deliveries.record(delivery, event)
         except PublishError as error:
-            return _unavailable(f"broker: {error}")
+            return _unavailable(f"broker: {error}", Outcome.ENQUEUE_FAILED)
         except DeliveryStoreError as error:
             # The nudges are out; a redelivery would repeat them with the same dedupe keys, which is harmless.
-            return _unavailable(str(error))
+            return _unavailable(str(error), Outcome.STORE_UNAVAILABLE)
         if not envelopes:
-            return IntakeResponse(202, {"status": "ignored", "reason": translation.ignored})
-        return IntakeResponse(202, {"status": "accepted", "nudges": len(envelopes)})
+            return IntakeResponse(202, {"status": "ignored", "reason": translation.ignored}, Outcome.IGNORED)
+        return IntakeResponse(202, {"status": "accepted", "nudges": len(envelopes)}, Outcome.ACCEPTED)
 
 
 def _parse(content_type: str, body: bytes) -> dict[str, Any]:
@@ -127,9 +142,14 @@ def _parse(content_type: str, body: bytes) -> dict[str, Any]:
     return payload
 
 
+def too_large(max_body_bytes: int) -> IntakeResponse:
+    return IntakeResponse(413, {"status": "refused", "reason": f"body over {max_body_bytes} bytes"}, Outcome.TOO_LARGE)
+
+
 def _refuse(status: int, reason: str) -> IntakeResponse:
-    return IntakeResponse(status, {"status": "refused", "reason": reason})
+    outcome = Outcome.BAD_SIGNATURE if status == 401 else Outcome.BAD_PAYLOAD
+    return IntakeResponse(status, {"status": "refused", "reason": reason}, outcome)
 
 
-def _unavailable(reason: str) -> IntakeResponse:
-    return IntakeResponse(503, {"status": "unavailable", "reason": reason})
+def _unavailable(reason: str, outcome: Outcome) -> IntakeResponse:
+    return IntakeResponse(503, {"status": "unavailable", "reason": reason}, outcome)

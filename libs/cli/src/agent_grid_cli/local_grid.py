@@ -8,7 +8,11 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +37,8 @@ LOCAL_WEBHOOK_SECRET = "local-dev-webhook-secret"
 LOCAL_HUMAN_TOKEN = "local-dev-alice-token"
 LOCAL_BOT_TOKEN = "local-dev-bot-token"
 LOCAL_API_TOKEN = "local-dev-api-token"
+# Shared by the coordinator (which checks run tokens) and the grid worker (which mints one per run).
+LOCAL_RUN_TOKEN_SECRET = "local-dev-run-token-secret"
 LOCAL_GITHUB_SEED = {
     "users": [{"login": "alice"}, {"login": "agent-grid[bot]"}],
     "organizations": [{"login": "demo", "members": ["alice"]}],
@@ -79,26 +85,58 @@ def service_environment(
             "COORDINATOR_LEDGER_URL", f"sqlite+aiosqlite:///{state_dir / 'ledger.sqlite3'}"
         ),
         f"{prefix}GITHUB__TOKEN": base.get(f"{prefix}GITHUB__TOKEN", LOCAL_BOT_TOKEN),
+        # GitHub asks integrations to space content writes (~1 s apart, 80 a minute); the stand-in does not,
+        # and the demo would crawl at that pace. Against real GitHub (GITHUB__API_URL set), the defaults hold.
+        **_stand_in_write_pace(prefix, base),
         f"{prefix}AWS__ENDPOINT_URL": endpoint_url,
         f"{prefix}AWS__REGION": base.get(f"{prefix}AWS__REGION", "us-east-1"),
         f"{prefix}HTTP__PORT": base.get(f"{prefix}HTTP__PORT", str(service.port)),
         f"{prefix}LOG__FORMAT": base.get(f"{prefix}LOG__FORMAT", "console"),
         "PYTHONUNBUFFERED": "1",
         **(grid_environment(base, state_dir) if prefix == "EXECUTION_GRID_" else {}),
+        **(coordinator_environment(base) if prefix == "COORDINATOR_" else {}),
     }
 
 
-def grid_environment(base: dict[str, str], state_dir: Path) -> dict[str, str]:
-    """The grid worker's local defaults: the scripted agent stands in for Claude Code, the demo repo is local.
+def _stand_in_write_pace(prefix: str, base: dict[str, str]) -> dict[str, str]:
+    if f"{prefix}GITHUB__API_URL" in base:
+        return {}
+    return {
+        f"{prefix}GITHUB__WRITE_INTERVAL_S": base.get(f"{prefix}GITHUB__WRITE_INTERVAL_S", "0"),
+        f"{prefix}GITHUB__WRITES_PER_MINUTE": base.get(f"{prefix}GITHUB__WRITES_PER_MINUTE", "100000"),
+    }
 
-    The scripted agent speaks Claude Code's stream-json, so the whole path (adapter, usage parsing, exit
-    reason, status comment) runs without a model API key. Point ``EXECUTION_GRID_AGENTS__CLAUDE_CODE__EXECUTABLE``
-    at a real ``claude`` (and set its ``API_KEY``) to run the real thing.
+
+def coordinator_environment(base: dict[str, str]) -> dict[str, str]:
+    """The coordinator's local defaults: the agent tools on, and a pace a person can watch.
+
+    A parent may be resumed every 5 s (production: 120 s) so that the demo epic is managed as each child
+    finishes, and a run may spend at most 250,000 tokens, so that the demo's runaway is stopped in seconds.
     """
-    scripted = str(Path(sys.executable).parent / "agent-grid-scripted-agent")
+    defaults = {
+        "COORDINATOR_TOOLS__RUN_TOKEN_SECRET": LOCAL_RUN_TOKEN_SECRET,
+        "COORDINATOR_POLICY__MANAGEMENT__MIN_INTERVAL_S": "5",
+        "COORDINATOR_POLICY__CAPS__MAX_TOKENS_PER_RUN": "250000",
+        "COORDINATOR_SWEEP_INTERVAL_S": "5",
+    }
+    return {name: base.get(name, value) for name, value in defaults.items()}
+
+
+def grid_environment(base: dict[str, str], state_dir: Path) -> dict[str, str]:
+    """The grid worker's local defaults: the demo agent stands in for Claude Code, the demo repo is local.
+
+    The demo agent speaks Claude Code's stream-json and acts through the agent-grid tools, so the whole path
+    (adapter, MCP registration, run token, tools, usage parsing, exit reason, status comment) runs without a
+    model API key. Point ``EXECUTION_GRID_AGENTS__CLAUDE_CODE__EXECUTABLE`` at a real ``claude`` (and set its
+    ``API_KEY``) to run the real thing.
+    """
+    demo_agent = str(Path(sys.executable).parent / "agent-grid-demo-agent")
+    coordinator_port = base.get("COORDINATOR_HTTP__PORT", "8002")
     defaults = {
         "EXECUTION_GRID_STATE_DIR": str(state_dir / "execution-grid"),
-        "EXECUTION_GRID_AGENTS__CLAUDE_CODE__EXECUTABLE": scripted,
+        "EXECUTION_GRID_AGENTS__CLAUDE_CODE__EXECUTABLE": demo_agent,
+        "EXECUTION_GRID_TOOLS_URL": f"http://127.0.0.1:{coordinator_port}",
+        "EXECUTION_GRID_RUN_TOKEN_SECRET": LOCAL_RUN_TOKEN_SECRET,
         "EXECUTION_GRID_WORKSPACE__CLONE_BASE_URL": str(state_dir / "git"),
         "EXECUTION_GRID_API_TOKEN": LOCAL_API_TOKEN,
         "EXECUTION_GRID_PUBLIC_URL": f"http://127.0.0.1:{base.get('EXECUTION_GRID_HTTP__PORT', '8003')}",
@@ -121,6 +159,139 @@ def create_demo_repository(git_root: Path) -> Path:
     subprocess.run([*git, "-C", str(seed), "push", "-q", str(upstream), "main"], **quiet)  # type: ignore[call-overload]
     shutil.rmtree(seed)
     return upstream
+
+
+# The demo that `make run` plays: alice opens an epic the agent splits into three ordered steps (the third
+# blocked by the second), and an issue whose agent runs away with its budget. See the demo agent's docstring
+# (execution_grid/demo_agent.py) for how it reads them.
+DEMO_ISSUES = (
+    {
+        "title": "Give the widgets a catalogue",
+        "body": (
+            "Our widgets need a small catalogue that people can browse.\n\n"
+            "- [ ] Describe a widget\n"
+            "- [ ] Store the catalogue in a file (after 1)\n"
+            "- [ ] List the catalogue on the command line (after 2)\n"
+        ),
+        "labels": ["agent-grid"],
+    },
+    {
+        "title": "Make every widget faster",
+        "body": "Keep optimising until every widget is instant.\n\ndemo-agent: runaway\n",
+        "labels": ["agent-grid"],
+    },
+)
+_DEMO_START_TIMEOUT_S = 90.0
+
+
+def _http_json(url: str, *, token: str | None = None, scheme: str = "Bearer", data: object = None) -> object:
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"{scheme} {token}"
+    body = None
+    if data is not None:
+        body = json.dumps(data).encode()
+        headers["Content-Type"] = "application/json"
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST" if body else "GET")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.loads(response.read() or b"null")
+
+
+def _healthy(port: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+class DemoNarrator:
+    """Opens the demo's issues once the grid is healthy, then tells the story in the terminal.
+
+    Every second it reads the coordinator's runs (its API) and the demo issues (the GitHub stand-in) and
+    prints what changed: launches, ends, closed issues, escalations. Its own thread; ``stop()`` ends it.
+    """
+
+    def __init__(self, base: dict[str, str], emit: Callable[[str], None]) -> None:
+        self._github = f"http://127.0.0.1:{github_port(base)}"
+        self._coordinator = f"http://127.0.0.1:{base.get('COORDINATOR_HTTP__PORT', '8002')}"
+        self._token = base.get("COORDINATOR_API__TOKEN", LOCAL_API_TOKEN)
+        self._ports = [base.get(f"{s.env_prefix}HTTP__PORT", str(s.port)) for s in SERVICES]
+        self._emit = emit
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-narrator", daemon=True)
+        self._runs: dict[str, str] = {}
+        self._issues: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self.started_at: float | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + _DEMO_START_TIMEOUT_S
+        while not all(_healthy(port) for port in self._ports):
+            if self._stop.wait(0.5):
+                return
+            if time.monotonic() > deadline:
+                self._emit("the services did not become healthy; no demo issues opened")
+                return
+        self._open_issues()
+        while not self._stop.wait(1.0):
+            try:
+                self._tell()
+            except (OSError, urllib.error.URLError, ValueError) as error:
+                self._emit(f"(could not read the grid's state: {error})")
+
+    def _open_issues(self) -> None:
+        self.started_at = time.monotonic()
+        for issue in DEMO_ISSUES:
+            try:
+                opened = _http_json(
+                    f"{self._github}/repos/demo/widgets/issues",
+                    token=LOCAL_HUMAN_TOKEN,
+                    scheme="token",
+                    data=issue,
+                )
+            except (OSError, urllib.error.URLError, ValueError) as error:
+                self._emit(f"could not open the demo issue {issue['title']!r}: {error}")
+                continue
+            number = opened["number"] if isinstance(opened, dict) else "?"
+            self._emit(f"alice opened demo/widgets#{number} {issue['title']!r} (label agent-grid)")
+
+    def _tell(self) -> None:
+        runs = _http_json(f"{self._coordinator}/api/runs?limit=200", token=self._token)
+        for run in reversed(runs if isinstance(runs, list) else []):
+            state, previous = run["state"], self._runs.get(run["run_id"])
+            if state == previous:
+                continue
+            self._runs[run["run_id"]] = state
+            where = f"{run['mode']:<6} {run['issue'].removeprefix('github:'):<16} {run['run_id']}"
+            if state in ("launching", "running") and previous is None:
+                self._emit(f"{self._clock()} launched {where}")
+            elif state not in ("launching", "running"):
+                spent = f"{run['cost_usd']:.2f} USD, {run['tokens']:,} tokens"
+                self._emit(f"{self._clock()} ended    {where}: {run['exit_reason'] or state} ({spent})")
+        issues = _http_json(
+            f"{self._github}/repos/demo/widgets/issues?state=all&per_page=100", token=LOCAL_HUMAN_TOKEN, scheme="token"
+        )
+        for issue in issues if isinstance(issues, list) else []:
+            labels = tuple(sorted(label["name"] for label in issue.get("labels", [])))
+            seen = self._issues.get(issue["number"])
+            self._issues[issue["number"]] = (issue["state"], labels)
+            if seen is None:
+                continue
+            ref = f"demo/widgets#{issue['number']} {issue['title']!r}"
+            if issue["state"] == "closed" and seen[0] != "closed":
+                self._emit(f"{self._clock()} closed   {ref}")
+            if "needs-human" in labels and "needs-human" not in seen[1]:
+                self._emit(f"{self._clock()} needs-human on {ref}: a person must look")
+
+    def _clock(self) -> str:
+        return f"t+{time.monotonic() - (self.started_at or time.monotonic()):5.1f}s"
 
 
 @dataclass
@@ -168,8 +339,12 @@ class _OutputPump:
             print(f"{name:>14} | {line.decode(errors='replace').rstrip()}", flush=True)
 
 
-def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
-    """Start the broker, the GitHub stand-in and the three services; stream their output; stop on SIGINT/SIGTERM."""
+def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False, demo: bool = True) -> int:
+    """Start the broker, the GitHub stand-in and the three services; stream their output; stop on SIGINT/SIGTERM.
+
+    With ``demo``, alice opens the demo issues once the services are healthy, and a narrator tells what the
+    grid does with them.
+    """
     stopping = False
 
     def request_stop(_signum: int, _frame: object) -> None:
@@ -184,6 +359,7 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
     base = dict(os.environ)
     state_dir = Path(tempfile.mkdtemp(prefix="agent-grid-local-"))  # the stand-in's seed, the ledger
     started_broker = False
+    narrator: DemoNarrator | None = None
     exit_code = 0
     try:
         print(f"broker: starting LocalStack SQS on {broker.endpoint_url} (log: {broker.log_path})", flush=True)
@@ -220,6 +396,9 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
                 f"(repo demo/widgets; as a person: Authorization: token {LOCAL_HUMAN_TOKEN})",
                 flush=True,
             )
+            if demo:
+                narrator = DemoNarrator(base, lambda text: print(f"{'demo':>14} | {text}", flush=True))
+                narrator.start()
         while not stopping:
             output.pump(timeout=0.5)
             for name, process in processes.items():
@@ -228,6 +407,8 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False) -> int:
                     exit_code = 1
                     stopping = True
     finally:
+        if narrator is not None:
+            narrator.stop()
         _stop_services(processes, output)
         if started_broker and not keep_broker:
             broker.stop()

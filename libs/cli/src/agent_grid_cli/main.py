@@ -160,11 +160,14 @@ def validate(path: Annotated[typer.FileText, typer.Argument(help="A JSON message
 
 
 @app.command("run-local")
-def run_local(keep_broker: Annotated[bool, typer.Option(help="Leave the broker running on exit.")] = False) -> None:
+def run_local(
+    keep_broker: Annotated[bool, typer.Option(help="Leave the broker running on exit.")] = False,
+    demo: Annotated[bool, typer.Option(help="Open the demo issues once the grid is up, and narrate.")] = True,
+) -> None:
     """Run the whole grid as local processes on the embedded broker (what `make run` does)."""
     settings = _settings()
     try:
-        code = run_local_grid(_broker(settings), keep_broker=keep_broker)
+        code = run_local_grid(_broker(settings), keep_broker=keep_broker, demo=demo)
     except BrokerError as error:
         raise _fail(str(error)) from None
     raise typer.Exit(code=code)

@@ -36,8 +36,9 @@ with ``wind_down_exit_code``. SIGTERM prints ``terminated`` and exits 143; SIGIN
 exits 130. A script it cannot read exits 2 with the reason on stderr.
 
 A benchmark runs hundreds of these on two cores, so this module imports only cheap standard-library modules
-(no ``typing``, nothing from the workspace), idles in ``time.sleep``/``signal.pause`` and reads no
-environment variable but ``AGENT_GRID_*`` and ``PATH`` (``record_to`` lists names only).
+(no ``typing``; from the workspace only the stream-json writer, standard library itself), idles in
+``time.sleep``/``signal.pause`` and reads no environment variable but ``AGENT_GRID_*`` and ``PATH``
+(``record_to`` lists names only).
 """
 
 import json
@@ -46,7 +47,9 @@ import signal
 import sys
 import time
 
-_USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd", "turns")
+from execution_grid.claude_stream import USAGE_FIELDS as _USAGE_FIELDS
+from execution_grid.claude_stream import ClaudeStream, LineOutput, zero_usage
+
 _SCRIPT_FIELDS = frozenset(
     {
         "sleep_s",
@@ -68,8 +71,6 @@ _SCRIPT_FIELDS = frozenset(
 _FORMATS = ("agent_grid", "claude")
 _WIND_DOWN_POLL_S = 0.2
 _SPAM_LINE = b"spam: " + b"x" * 93 + b"\n"  # 100 bytes
-_CLAUDE_MODEL = "claude-sonnet-4-5-20250929"
-_CLAUDE_TOOLS = ["Task", "Bash", "Glob", "Grep", "Read", "Edit", "Write", "TodoWrite"]
 _HELP = "usage: agent-grid-scripted-agent [--prompt-file PATH] [--script JSON] [PROMPT ...]  (see the module docstring)"
 
 
@@ -215,40 +216,6 @@ def _read_prompt(arguments: _Arguments) -> str:
     return "\n".join(parts)
 
 
-class _Output:
-    """Line output that is flushed at once (the grid judges stalls by output) and survives a closed pipe."""
-
-    def __init__(self) -> None:
-        self.stdout_open = True
-
-    def line(self, text: str) -> None:
-        self.raw((text + "\n").encode())
-
-    def raw(self, data: bytes) -> None:
-        if not self.stdout_open:
-            return
-        try:
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-        except BrokenPipeError:
-            # The reader went away; keep running like an agent that does not notice, but don't let the
-            # interpreter complain about the unflushed buffer at exit.
-            self.stdout_open = False
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-            os.close(devnull)
-
-    def json(self, value: dict[str, object], compact: bool = False) -> None:
-        self.line(json.dumps(value, separators=(",", ":")) if compact else json.dumps(value))
-
-    def error(self, text: str) -> None:
-        try:
-            sys.stderr.write(text + "\n")
-            sys.stderr.flush()
-        except BrokenPipeError:
-            pass
-
-
 def _append_record(path: str | None, record: dict[str, object]) -> None:
     if path is None:
         return
@@ -291,31 +258,20 @@ def _reap_child(pid: int | None) -> None:
         pass
 
 
-def _new_id() -> str:
-    # The uuid module costs a few milliseconds to import; a random UUID-4-shaped string does as well here.
-    digits = bytearray(os.urandom(16))
-    digits[6] = (digits[6] & 0x0F) | 0x40
-    digits[8] = (digits[8] & 0x3F) | 0x80
-    text = digits.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
-
-
 class _Agent:
-    def __init__(self, script: Script, output: _Output) -> None:
+    def __init__(self, script: Script, output: LineOutput) -> None:
         self.script = script
         self.out = output
         self.claude = script.format == "claude"
-        self.session_id = _new_id()
+        self.stream = ClaudeStream(output)
         self.started = time.monotonic()
         self.step = 0
         self.wind_down_signalled = False
         self.wind_down_file = os.environ.get("AGENT_GRID_WIND_DOWN_FILE") or None
         self.child_pid: int | None = None
-        self.claude_reported = dict.fromkeys(_USAGE_FIELDS, 0.0)
-        self.claude_messages = 0
 
     def usage_at(self, fraction: float) -> dict[str, float]:
-        final = self.script.usage or dict.fromkeys(_USAGE_FIELDS, 0.0)
+        final = self.script.usage or zero_usage()
         fraction = min(1.0, max(0.0, fraction))
         scaled = {name: float(int(final[name] * fraction)) for name in _USAGE_FIELDS}
         scaled["cost_usd"] = round(final["cost_usd"] * fraction, 6)
@@ -328,23 +284,7 @@ class _Agent:
 
     def opening(self) -> None:
         if self.claude:
-            self.out.json(
-                {
-                    "type": "system",
-                    "subtype": "init",
-                    "cwd": os.getcwd(),
-                    "session_id": self.session_id,
-                    "tools": _CLAUDE_TOOLS,
-                    "mcp_servers": [],
-                    "model": _CLAUDE_MODEL,
-                    "permissionMode": "bypassPermissions",
-                    "slash_commands": [],
-                    "apiKeySource": "none",
-                    "output_style": "default",
-                    "uuid": _new_id(),
-                },
-                compact=True,
-            )
+            self.stream.init()
         for number in range(1, self.script.stderr_lines + 1):
             self.out.error(f"stderr: line {number}")
         remaining = self.script.spam_bytes
@@ -361,66 +301,19 @@ class _Agent:
     def progress(self, text: str) -> None:
         usage = self.usage_at(self.fraction_done())
         if self.claude:
-            self.claude_assistant(text, usage)
+            self.stream.assistant(text, usage)
             return
         self.out.line(text)
         if self.script.usage is not None:
             self.out.json(_agent_grid_usage(usage))
 
-    def claude_assistant(self, text: str, usage: dict[str, float], final: bool = False) -> None:
-        # Claude Code reports each API call's own usage on its assistant message (not a running total); the
-        # result line carries the totals.
-        delta = {name: usage[name] - self.claude_reported[name] for name in _USAGE_FIELDS}
-        self.claude_reported = usage
-        self.claude_messages += 1
-        self.out.json(
-            {
-                "type": "assistant",
-                "message": {
-                    "id": "msg_" + _new_id().replace("-", "")[:24],
-                    "type": "message",
-                    "role": "assistant",
-                    "model": _CLAUDE_MODEL,
-                    "content": [{"type": "text", "text": text}],
-                    "stop_reason": "end_turn" if final else None,
-                    "stop_sequence": None,
-                    "usage": {**_claude_tokens(delta), "service_tier": "standard"},
-                },
-                "parent_tool_use_id": None,
-                "session_id": self.session_id,
-                "uuid": _new_id(),
-            },
-            compact=True,
-        )
-
     def finish(self, exit_code: int, summary: str, fraction: float) -> int:
         usage = self.usage_at(fraction)
         success = exit_code == 0
         if self.claude:
-            self.claude_assistant(summary, usage, final=True)
-            duration_ms = int((time.monotonic() - self.started) * 1000)
-            turns = int(usage["turns"]) if self.script.usage is not None else self.claude_messages
-            result: dict[str, object] = {
-                "type": "result",
-                "subtype": "success" if success else "error_during_execution",
-                "is_error": not success,
-                "duration_ms": duration_ms,
-                "duration_api_ms": duration_ms,
-                "num_turns": turns,
-                "result": summary,
-                "session_id": self.session_id,
-                "total_cost_usd": usage["cost_usd"],
-                "usage": {
-                    **_claude_tokens(usage),
-                    "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0},
-                    "service_tier": "standard",
-                },
-                "permission_denials": [],
-                "uuid": _new_id(),
-            }
-            if not success:
-                result["errors"] = [summary]
-            self.out.json(result, compact=True)
+            self.stream.assistant(summary, usage, final=True)
+            turns = int(usage["turns"]) if self.script.usage is not None else None
+            self.stream.result(success, summary, usage, turns)
         else:
             if self.script.usage is not None:
                 self.out.json(_agent_grid_usage(usage))
@@ -480,7 +373,7 @@ class _Agent:
         with open("HANDOFF.md", "w", encoding="utf-8") as handoff_file:
             handoff_file.write(handoff)
         if self.claude:
-            self.claude_assistant("wind-down: handed off", self.usage_at(self.fraction_done()))
+            self.stream.assistant("wind-down: handed off", self.usage_at(self.fraction_done()))
         else:
             self.out.line("wind-down: handed off")
         summary = f"handed off at step {self.step} (see HANDOFF.md)"
@@ -501,22 +394,13 @@ def _agent_grid_usage(usage: dict[str, float]) -> dict[str, object]:
     return line
 
 
-def _claude_tokens(usage: dict[str, float]) -> dict[str, object]:
-    return {
-        "input_tokens": int(usage["input_tokens"]),
-        "cache_creation_input_tokens": int(usage["cache_write_tokens"]),
-        "cache_read_input_tokens": int(usage["cache_read_tokens"]),
-        "output_tokens": int(usage["output_tokens"]),
-    }
-
-
 def _on_sigterm(_signum: int, _frame: object) -> None:
     raise _Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the scripted agent; returns its exit code."""
-    output = _Output()
+    output = LineOutput()
     try:
         arguments = _Arguments(sys.argv[1:] if argv is None else argv)
         if arguments.help:

@@ -94,6 +94,7 @@ class Grid:
         events: Publisher,
         environ: dict[str, str],
         log_url: Callable[[str], str | None] = lambda _run_id: None,
+        on_exit: Callable[[AgentExited], None] = lambda _exited: None,
     ) -> None:
         self._settings = settings
         self._runner = runner
@@ -102,6 +103,7 @@ class Grid:
         self._events = events
         self._environ = environ
         self._log_url = log_url
+        self._on_exit = on_exit
         self.active: dict[str, ActiveRun] = {}
         self._preparing: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -400,8 +402,13 @@ class Grid:
         except Exception:  # a workspace left behind is housekeeping's to remove, never a reason to lose an exit
             _log.exception("workspace_release_failed", run_id=workspace.run_id)
 
-    async def _report_exit(self, exited: AgentExited, *, record: bool = True) -> None:
-        """Write the exit down, then publish it; if the broker is away, keep trying in the background."""
+    async def _report_exit(self, exited: AgentExited, *, record: bool = True, republish: bool = False) -> None:
+        """Write the exit down, then publish it; if the broker is away, keep trying in the background.
+
+        ``republish``: an exit a previous incarnation decided and wrote down but did not get out (counted then).
+        """
+        if not republish:
+            self._on_exit(exited)
         recorded = False
         if record:
             try:
@@ -547,7 +554,7 @@ class Grid:
         settled = 0
         for record in self._store.unfinished():
             if record.exit is not None:
-                await self._report_exit(record.exit)
+                await self._report_exit(record.exit, republish=True)
             elif record.process is None or record.launch is None:
                 self._store.release_claim(record.run_id)
             else:

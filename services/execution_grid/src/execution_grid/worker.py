@@ -17,12 +17,15 @@ from pathlib import Path
 import structlog
 from agent_grid_contracts.public_controls import CancelRun
 from agent_grid_contracts.public_launches import LaunchAgent
+from agent_grid_contracts.public_lifecycle import ExitReason
 from agent_grid_runtime.public_http import serve_http
+from agent_grid_runtime.public_metrics import register_callback_gauge
 from agent_grid_runtime.public_queues import QueueName, ensure_control_queue
 from agent_grid_runtime.public_service import ServiceRuntime, StartupAborted, open_service_runtime
 from agent_grid_runtime.public_sqs import Consumer, Handlers
 from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry, Counter
 
 from execution_grid.api import build_runs_router
 from execution_grid.grid import Grid
@@ -91,6 +94,40 @@ def exclusive_state_dir(state_dir: Path) -> Iterator[None]:
         yield
 
 
+def _exit_counter(registry: CollectorRegistry) -> Counter:
+    exits = Counter(
+        "agent_grid_agent_exits_total", "Runs ended on this worker, by exit reason.", ["reason"], registry=registry
+    )
+    for reason in ExitReason:  # every reason from the start, so that a rate() sees the first one of each
+        exits.labels(reason.value)
+    return exits
+
+
+def _report_slots(registry: CollectorRegistry, grid: Grid, launches: Consumer, slots: int) -> None:
+    register_callback_gauge(
+        registry,
+        "agent_grid_agents_running",
+        "Agent processes this worker supervises.",
+        [],
+        lambda: {(): len(grid.active)},
+    )
+    register_callback_gauge(
+        registry,
+        "agent_grid_launch_slots",
+        "Agents this worker runs at once (EXECUTION_GRID_SLOTS).",
+        [],
+        lambda: {(): slots},
+    )
+    # A slot is taken from the launch's receipt (workspace, start) until its agent exits.
+    register_callback_gauge(
+        registry,
+        "agent_grid_launch_slots_free",
+        "Slots free for new launches on this worker.",
+        [],
+        lambda: {(): slots - launches.busy_slots},
+    )
+
+
 async def run_worker(
     settings: Settings,
     stop: asyncio.Event,
@@ -117,6 +154,7 @@ async def _serve(runtime: ServiceRuntime, settings: Settings, stop: asyncio.Even
     )
     runner = build_runner(settings)
     public_url = settings.public_url.rstrip("/") if settings.public_url else None
+    exits = _exit_counter(runtime.registry)
     grid = Grid(
         settings,
         runner=runner,
@@ -125,6 +163,7 @@ async def _serve(runtime: ServiceRuntime, settings: Settings, stop: asyncio.Even
         events=runtime.publisher(QueueName.LIFECYCLE),
         environ=environ,
         log_url=lambda run_id: f"{public_url}/runs/{run_id}/log" if public_url else None,
+        on_exit=lambda exited: exits.labels(exited.reason.value).inc(),
     )
     await grid.recover()
     # Workspaces kept for inspection live as long as their run's record (logs, exit) does.
@@ -149,7 +188,8 @@ async def _serve(runtime: ServiceRuntime, settings: Settings, stop: asyncio.Even
         return launches.running and controls.running
 
     app = FastAPI(title="agent-grid execution-grid", description="Runs agent CLIs; its runs, their logs.")
-    app.include_router(runtime.ops_router({"consumer": consuming}))
+    _report_slots(runtime.registry, grid, launches, settings.slots)
+    app.include_router(runtime.ops_router({"consumer": consuming}, extra_queues={"control": control}))
     app.include_router(
         build_runs_router(grid, store, token=settings.api_token, slots=settings.slots, runner=runner.name)
     )

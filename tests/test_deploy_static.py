@@ -1,31 +1,56 @@
-"""Static checks of the deployment files: docker-compose.yml, services/*/Dockerfile, deploy/aws/*.yaml.
+"""Static checks of the deployment files: docker-compose.yml, services/*/Dockerfile, deploy/aws/*.yaml,
+deploy/kubernetes/*.yaml and .env.example.
 
-No Docker engine or AWS account is needed: the files are parsed and compared with each other and with the
-code they deploy (pyproject scripts, QueueSettings defaults, the broker pin). Each check returns a list of
-problems; the ``*_detects_*`` tests feed it a broken copy to prove the check can fail.
+No Docker engine, cluster or AWS account is needed: the files are validated against vendored schemas (the
+Compose Specification, Kubernetes 1.34; tests/fixtures/) and compared with each other and with the code they
+deploy (the services' Settings, pyproject dependencies and scripts, QueueSettings defaults, the broker pin).
+Each check returns a list of problems; the ``*_detect*`` tests feed it a broken copy to prove the check can fail.
 """
 
 import copy
+import fnmatch
+import functools
 import json
+import os
 import re
 import shlex
 import tomllib
-from collections.abc import Callable, Iterator
+import types
+import typing
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
 from agent_grid_runtime.public_queues import QueueName
-from agent_grid_runtime.public_settings import ConsumerSettings, QueueSettings
+from agent_grid_runtime.public_settings import BaseServiceSettings, QueueSettings
+from coordinator.settings import Settings as CoordinatorSettings
+from execution_grid.settings import Settings as ExecutionGridSettings
+from issue_tracker.settings import Settings as IssueTrackerSettings
+from jsonschema import Draft7Validator, Draft202012Validator
+from jsonschema.exceptions import best_match
+from pydantic import BaseModel, SecretStr, ValidationError
+from referencing import Registry, Resource
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_PATH = ROOT / "docker-compose.yml"
+ENV_EXAMPLE_PATH = ROOT / ".env.example"
+DOCKERIGNORE_PATH = ROOT / ".dockerignore"
 TEMPLATE_PATH = ROOT / "deploy" / "aws" / "queues.cloudformation.yaml"
+KUBERNETES_DIR = ROOT / "deploy" / "kubernetes"
 BROKER_REQUIREMENTS_PATH = ROOT / "deploy" / "broker" / "requirements.txt"
+FIXTURES = ROOT / "tests" / "fixtures"
+COMPOSE_SCHEMA_PATH = FIXTURES / "compose-spec" / "compose-spec.json"
+KUBERNETES_SCHEMA_DIR = FIXTURES / "kubernetes-json-schema" / "v1.34.0-local-strict"
 LOCALSTACK_IMAGE = "localstack/localstack"
+# What a `${VAR:?…}` stands for when a check needs a value: long enough for every secret's minimum length.
+PLACEHOLDER = "placeholder-0123456789abcdef"
+# GitHub abandons a webhook delivery after 10 s: no issue-tracker request outlives it.
+GITHUB_DELIVERY_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -33,18 +58,34 @@ class ServiceSpec:
     compose_name: str
     directory: str
     env_prefix: str
+    settings: type[BaseServiceSettings]
+    policy_id: str
 
     @property
     def path(self) -> Path:
         return ROOT / "services" / self.directory
 
+    @property
+    def manifest(self) -> Path:
+        return KUBERNETES_DIR / f"{self.compose_name}.yaml"
 
-SERVICES = (
-    ServiceSpec("issue-tracker", "issue_tracker", "ISSUE_TRACKER_"),
-    ServiceSpec("coordinator", "coordinator", "COORDINATOR_"),
-    ServiceSpec("execution-grid", "execution_grid", "EXECUTION_GRID_"),
+
+ISSUE_TRACKER = ServiceSpec(
+    "issue-tracker", "issue_tracker", "ISSUE_TRACKER_", IssueTrackerSettings, "IssueTrackerQueuePolicy"
 )
+COORDINATOR = ServiceSpec("coordinator", "coordinator", "COORDINATOR_", CoordinatorSettings, "CoordinatorQueuePolicy")
+EXECUTION_GRID = ServiceSpec(
+    "execution-grid", "execution_grid", "EXECUTION_GRID_", ExecutionGridSettings, "ExecutionGridQueuePolicy"
+)
+SERVICES = (ISSUE_TRACKER, COORDINATOR, EXECUTION_GRID)
 PREFIX_BY_COMPOSE_NAME = {spec.compose_name: spec.env_prefix for spec in SERVICES}
+SPEC_BY_COMPOSE_NAME = {spec.compose_name: spec for spec in SERVICES}
+# The secrets without which the compose grid does not work; each must be `${VAR:?Variable not set}`.
+REQUIRED_COMPOSE_SECRETS = {
+    "issue-tracker": ("ISSUE_TRACKER_WEBHOOK__SECRET",),
+    "coordinator": ("COORDINATOR_GITHUB__TOKEN", "COORDINATOR_TOOLS__RUN_TOKEN_SECRET"),
+    "execution-grid": ("EXECUTION_GRID_RUN_TOKEN_SECRET",),
+}
 
 
 # --- helpers -----------------------------------------------------------------------------------------------
@@ -113,6 +154,284 @@ def workspace_member_pyprojects() -> list[str]:
     members: list[str] = read_pyproject(ROOT / "pyproject.toml")["tool"]["uv"]["workspace"]["members"]
     found = {str(path.relative_to(ROOT)) for pattern in members for path in ROOT.glob(f"{pattern}/pyproject.toml")}
     return sorted(found)
+
+
+def normalize_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    directory: str
+    dependencies: tuple[str, ...]
+    scripts: tuple[str, ...]
+
+
+def workspace_members() -> dict[str, Member]:
+    """Every workspace member by normalized distribution name, with its dependencies' normalized names."""
+    members = {}
+    for pyproject_path in workspace_member_pyprojects():
+        project = read_pyproject(ROOT / pyproject_path)["project"]
+        requirements = project.get("dependencies", [])
+        names = tuple(
+            normalize_name(re.split(r"[\s\[<>=!~;(@]", requirement, maxsplit=1)[0]) for requirement in requirements
+        )
+        name = normalize_name(project["name"])
+        directory = str(Path(pyproject_path).parent)
+        members[name] = Member(name, directory, names, tuple(project.get("scripts", {})))
+    return members
+
+
+def member_closure(project_name: str, members: Mapping[str, Member]) -> list[Member]:
+    """The member itself and every workspace member it depends on, directly or not."""
+    seen: dict[str, Member] = {}
+    pending = [normalize_name(project_name)]
+    while pending:
+        name = pending.pop()
+        if name in seen or name not in members:
+            continue
+        seen[name] = members[name]
+        pending.extend(members[name].dependencies)
+    return sorted(seen.values(), key=lambda member: member.directory)
+
+
+# --- settings: what a variable means to a service -----------------------------------------------------------
+
+
+def _without_none(annotation: object) -> list[object]:
+    """The alternatives of ``X | None`` / ``Optional[X]`` other than None, or the annotation itself."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+    return [annotation]
+
+
+def _resolve(annotation: object, path: list[str]) -> object | None:
+    if not path:
+        return annotation
+    for candidate in _without_none(annotation):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            fields = {key.lower(): field for key, field in candidate.model_fields.items()}
+            field = fields.get(path[0])
+            if field is not None:
+                return _resolve(field.annotation, path[1:])
+        elif typing.get_origin(candidate) is dict:
+            # A mapping of sections (EXECUTION_GRID_AGENTS__CLAUDE_CODE__API_KEY): the key is free.
+            return _resolve(typing.get_args(candidate)[1], path[1:])
+    return None
+
+
+def setting_of(spec: ServiceSpec, variable: str) -> object | None:
+    """The annotation of the Settings field a variable sets, as pydantic-settings reads it; None when none.
+
+    pydantic-settings ignores unknown variables (``extra="ignore"``) and unknown nested keys alike, so a
+    misspelt variable would silently leave its default in force.
+    """
+    if not variable.startswith(spec.env_prefix):
+        return None
+    return _resolve(spec.settings, variable.removeprefix(spec.env_prefix).lower().split("__"))
+
+
+def is_secret(annotation: object) -> bool:
+    return any(candidate is SecretStr for candidate in _without_none(annotation))
+
+
+def setting_name_problems(spec: ServiceSpec, variables: Iterable[str], where: str) -> list[str]:
+    problems = []
+    for variable in variables:
+        if not variable.startswith(spec.env_prefix):
+            problems.append(f"{where}: {variable} does not start with {spec.env_prefix} (the service ignores it)")
+        elif setting_of(spec, variable) is None:
+            problems.append(f"{where}: {variable} names no field of {spec.directory}'s Settings (ignored as a typo)")
+    return problems
+
+
+def build_settings(spec: ServiceSpec, environment: Mapping[str, str]) -> BaseServiceSettings:
+    """The service's Settings from exactly this environment, as the process would build them."""
+    with mock.patch.dict(os.environ, environment, clear=True):
+        return spec.settings()
+
+
+@functools.cache
+def default_settings(spec: ServiceSpec) -> BaseServiceSettings:
+    return build_settings(spec, {})
+
+
+def setting_value_problems(spec: ServiceSpec, environment: Mapping[str, str], where: str) -> list[str]:
+    try:
+        build_settings(spec, environment)
+    except ValidationError as error:
+        return [f"{where}: {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()]
+    return []
+
+
+def shutdown_need_s(spec: ServiceSpec) -> float:
+    """How long the service may take to stop cleanly after SIGTERM: the grace periods must exceed it."""
+    match default_settings(spec):
+        case ExecutionGridSettings() as grid:
+            # Launches drain first, then running agents get their hand-off, then SIGTERM's grace before SIGKILL.
+            supervision = grid.supervision
+            return grid.launch_consumer.drain_timeout_s + supervision.shutdown_grace_s + supervision.term_grace_s
+        case CoordinatorSettings() as coordinator:
+            return max(coordinator.nudge_consumer.drain_timeout_s, coordinator.lifecycle_consumer.drain_timeout_s)
+        case _:
+            return GITHUB_DELIVERY_TIMEOUT_S
+
+
+# --- Compose interpolation -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interpolation:
+    """One ``${NAME<operator><argument>}`` (or ``$NAME``) of the Compose interpolation syntax."""
+
+    name: str
+    operator: str
+    argument: str
+
+    @property
+    def required(self) -> bool:
+        return self.operator in {":?", "?"}
+
+    @property
+    def has_default(self) -> bool:
+        return self.operator in {":-", "-"}
+
+
+_INTERPOLATION = re.compile(r"\$(?:(?P<escaped>\$)|\{(?P<braced>[^}]*)\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))")
+_BRACED = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<operator>:?[-?+])(?P<argument>.*))?", re.DOTALL)
+
+
+def _interpolation(match: re.Match[str]) -> Interpolation:
+    if match["bare"]:
+        return Interpolation(match["bare"], "", "")
+    parsed = _BRACED.fullmatch(match["braced"])
+    if parsed is None:
+        raise ValueError(f"malformed interpolation {match[0]!r}")
+    if "$" in (parsed["argument"] or ""):
+        raise ValueError(f"nested interpolation {match[0]!r} is beyond this check; keep defaults literal")
+    return Interpolation(parsed["name"], parsed["operator"] or "", parsed["argument"] or "")
+
+
+def interpolations(text: str) -> list[Interpolation]:
+    """Every interpolation in a string (``$$`` is a literal dollar); ValueError for a malformed one."""
+    return [_interpolation(match) for match in _INTERPOLATION.finditer(text) if not match["escaped"]]
+
+
+def interpolate(text: str, environment: Mapping[str, str]) -> str:
+    """What Compose makes of a string; ValueError when a required variable is missing."""
+
+    def replace(match: re.Match[str]) -> str:
+        if match["escaped"]:
+            return "$"
+        item = _interpolation(match)
+        value = environment.get(item.name)
+        present = bool(value) if item.operator.startswith(":") else value is not None
+        if item.has_default:
+            return value if present and value is not None else item.argument
+        if item.required:
+            if not present or value is None:
+                raise ValueError(f"{item.name}: {item.argument}")
+            return value
+        if item.operator in {":+", "+"}:
+            return item.argument if present else ""
+        return value or ""
+
+    return _INTERPOLATION.sub(replace, text)
+
+
+def compose_strings(node: object, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, text) of every string value in the document (Compose interpolates values, not keys)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from compose_strings(value, f"{path}.{key}" if path else str(key))
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from compose_strings(item, f"{path}[{index}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def interpolated(node: object, environment: Mapping[str, str]) -> object:
+    if isinstance(node, dict):
+        return {key: interpolated(value, environment) for key, value in node.items()}
+    if isinstance(node, list):
+        return [interpolated(item, environment) for item in node]
+    if isinstance(node, str):
+        return interpolate(node, environment)
+    return node
+
+
+def required_placeholders(compose: dict[str, Any]) -> dict[str, str]:
+    """A value for every required variable, so that the file can be interpolated as `docker compose` would."""
+    placeholders: dict[str, str] = {}
+    for _, text in compose_strings(compose):
+        try:
+            placeholders |= {item.name: PLACEHOLDER for item in interpolations(text) if item.required}
+        except ValueError:
+            continue  # reported by the checks that read the string itself
+    return placeholders
+
+
+def interpolated_compose(compose: dict[str, Any]) -> dict[str, Any]:
+    return as_mapping(interpolated(compose, required_placeholders(compose)), "compose")
+
+
+# --- .env.example --------------------------------------------------------------------------------------------
+
+_ENV_LINE = re.compile(r"^#?\s*(?P<name>[A-Za-z_][A-Za-z0-9_]*)=(?P<value>.*)$")
+COMPOSE_SECTION = "# --- docker compose"
+
+
+def env_example_variables(text: str) -> dict[str, str]:
+    """Every variable .env.example documents, commented out or not, with its example value."""
+    found = {}
+    for line in text.splitlines():
+        match = _ENV_LINE.match(line.strip())
+        if match:
+            found[match["name"]] = match["value"]
+    return found
+
+
+def env_example_section(text: str, header: str) -> dict[str, str]:
+    lines = text.splitlines()
+    starts = [index for index, line in enumerate(lines) if line.startswith(header)]
+    if not starts:
+        return {}
+    section = []
+    for line in lines[starts[0] + 1 :]:
+        if line.startswith("# ---"):
+            break
+        section.append(line)
+    return env_example_variables("\n".join(section))
+
+
+# --- .dockerignore ---------------------------------------------------------------------------------------------
+
+
+def dockerignore_patterns(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def dockerignored(path: str, patterns: Iterable[str]) -> str | None:
+    """The pattern that keeps ``path`` (or a directory above it) out of the build context, if any.
+
+    Enough of Docker's rules for this repository: ``*``/``?`` within a component, a leading ``**/`` for any
+    depth. Negations are not understood, so a check that meets one says so instead of guessing.
+    """
+    parts = path.strip("/").split("/")
+    prefixes = ["/".join(parts[: end + 1]) for end in range(len(parts))]
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            return pattern
+        bare = pattern.strip("/").removeprefix("**/")
+        anywhere = pattern.startswith("**/")
+        for prefix in prefixes:
+            components = prefix.split("/")
+            tails = ["/".join(components[start:]) for start in range(len(components))] if anywhere else [prefix]
+            if any(fnmatch.fnmatchcase(tail, bare) for tail in tails):
+                return pattern
+    return None
 
 
 # --- Dockerfile parsing ------------------------------------------------------------------------------------
@@ -228,11 +547,13 @@ def _sync_problems(instructions: list[Instruction], spec: ServiceSpec, project_n
         for path in needed
         if path not in before_first
     ]
+    # The last sync builds the service and every workspace member it depends on from source: each must be in
+    # the image by then (a new lib dependency is easy to forget here, and only a real build would say so).
     before_last = copied_sources(instructions[: instructions.index(syncs[-1][0])])
     problems += [
-        f"{source}/ is not copied before the last uv sync"
-        for source in ("libs", f"services/{spec.directory}")
-        if source not in before_last
+        f"{member.directory}/ ({member.name}) is not copied before the last uv sync"
+        for member in member_closure(project_name, workspace_members())
+        if not any(source in {"", "."} or f"{member.directory}/".startswith(f"{source}/") for source in before_last)
     ]
     return problems
 
@@ -246,6 +567,7 @@ def _runtime_stage_problems(
     if not users or users[-1] in {"root", "0"}:
         problems.append(f"the final stage runs as root (USER lines: {users})")
     environment = env_assignments(stage)
+    problems += setting_name_problems(spec, [name for name in environment if name.startswith(spec.env_prefix)], "ENV")
     if environment.get(f"{spec.env_prefix}HTTP__HOST") != "0.0.0.0":
         problems.append(f"ENV {spec.env_prefix}HTTP__HOST=0.0.0.0 missing: the service would listen on loopback")
     if "/app/.venv/bin" not in environment.get("PATH", ""):
@@ -287,6 +609,35 @@ def dockerfile_problems(text: str, spec: ServiceSpec, pyproject: dict[str, Any],
     problems += _sync_problems(instructions, spec, pyproject["project"]["name"])
     problems += _runtime_stage_problems(final_stage(instructions), spec, pyproject, container_port)
     return problems
+
+
+def dockerignore_problems(patterns: list[str], spec: ServiceSpec) -> list[str]:
+    """What the last uv sync builds must not be cut out of the build context by .dockerignore."""
+    members = workspace_members()
+    problems = []
+    for member in member_closure(read_pyproject(spec.path / "pyproject.toml")["project"]["name"], members):
+        module = read_pyproject(ROOT / member.directory / "pyproject.toml")["tool"]["uv"]["build-backend"][
+            "module-name"
+        ]
+        for path in (f"{member.directory}/pyproject.toml", f"{member.directory}/src/{module}/__init__.py"):
+            pattern = dockerignored(path, patterns)
+            if pattern is not None:
+                problems.append(
+                    f".dockerignore pattern {pattern!r} drops {path}, which the {spec.compose_name} image builds"
+                )
+    return problems
+
+
+def tools_command_problems(members: Mapping[str, Member]) -> list[str]:
+    """The agents' tools command, which the grid registers with agent CLIs, must be installed in its image."""
+    command = default_settings(EXECUTION_GRID)
+    assert isinstance(command, ExecutionGridSettings)
+    executable = command.tools_command[0]
+    project = read_pyproject(EXECUTION_GRID.path / "pyproject.toml")["project"]["name"]
+    installed = {script for member in member_closure(project, members) for script in member.scripts}
+    if executable not in installed:
+        return [f"the grid's tools command {executable!r} is no script of a member its image installs"]
+    return []
 
 
 # --- compose checks ----------------------------------------------------------------------------------------
@@ -358,20 +709,22 @@ def localstack_problems(compose: dict[str, Any], pinned: str) -> list[str]:
     return []
 
 
-def stop_grace_problems(compose: dict[str, Any], drain_timeout_s: float) -> list[str]:
+def stop_grace_problems(compose: dict[str, Any], need_s: Mapping[str, float]) -> list[str]:
+    """Each built service's stop_grace_period exceeds what it needs to stop cleanly (``need_s`` by service)."""
     problems = []
     for name, body in built_services(compose).items():
+        need = need_s[name]
         raw = body.get("stop_grace_period")
         if raw is None:
-            problems.append(f"{name}: no stop_grace_period (the default 10 s cuts the {drain_timeout_s} s drain)")
+            problems.append(f"{name}: no stop_grace_period (the default 10 s cuts its {need} s shutdown)")
             continue
         try:
             grace_s = parse_duration_s(str(raw))
         except ValueError as error:
             problems.append(f"{name}: {error}")
             continue
-        if grace_s <= drain_timeout_s:
-            problems.append(f"{name}: stop_grace_period {raw} does not exceed drain_timeout_s {drain_timeout_s}")
+        if grace_s <= need:
+            problems.append(f"{name}: stop_grace_period {raw} does not exceed its shutdown time {need} s")
     return problems
 
 
@@ -400,6 +753,141 @@ def environment_problems(compose: dict[str, Any]) -> list[str]:
         }
         if len(set(values.values())) > 1:
             problems.append(f"services disagree on *_{setting}: {values}")
+    return problems
+
+
+def compose_schema_problems(compose: dict[str, Any], schema: dict[str, Any]) -> list[str]:
+    """The file as `docker compose` validates it: interpolated first, then against the Compose Specification."""
+    try:
+        document = interpolated_compose(compose)
+    except ValueError as error:
+        return [f"interpolation: {error}"]
+    return schema_errors(Draft7Validator(schema), document)
+
+
+def schema_errors(validator: Draft7Validator | Draft202012Validator, document: object) -> list[str]:
+    """One line per error; for a oneOf/anyOf, the branch that came closest (what a human would fix)."""
+    problems = []
+    for error in validator.iter_errors(document):
+        closest = best_match([error])
+        problems.append(f"{'/'.join(map(str, closest.absolute_path)) or '(root)'}: {closest.message}")
+    return sorted(problems)
+
+
+def interpolation_problems(compose: dict[str, Any], env_example: str) -> list[str]:
+    """Every ${VAR} is documented in .env.example or has a default; the compose section lists no stale one."""
+    documented = env_example_variables(env_example)
+    problems = []
+    used = set()
+    for path, text in compose_strings(compose):
+        try:
+            items = interpolations(text)
+        except ValueError as error:
+            problems.append(f"{path}: {error}")
+            continue
+        for item in items:
+            used.add(item.name)
+            if item.name not in documented and not item.has_default:
+                problems.append(f"{path}: ${{{item.name}}} has no default and is not in .env.example")
+    section = env_example_section(env_example, COMPOSE_SECTION)
+    if not section:
+        problems.append(f".env.example has no section {COMPOSE_SECTION!r}")
+    problems += [
+        f".env.example documents {name} for docker compose, which never uses it" for name in sorted(set(section) - used)
+    ]
+    problems += [
+        f"{name} is required by docker-compose.yml but absent from the compose section of .env.example"
+        for name in sorted(required_placeholders(compose))
+        if name not in section
+    ]
+    return problems
+
+
+def compose_settings_problems(compose: dict[str, Any]) -> list[str]:
+    """Every service variable names a field of the service's Settings, and the values build valid Settings."""
+    problems = []
+    try:
+        document = interpolated_compose(compose)
+    except ValueError as error:
+        return [f"interpolation: {error}"]
+    for name, body in built_services(document).items():
+        spec = SPEC_BY_COMPOSE_NAME.get(name)
+        if spec is None:
+            continue
+        environment = {key: value for key, value in environment_of(body).items() if key.startswith(spec.env_prefix)}
+        problems += setting_name_problems(spec, environment, name)
+        problems += setting_value_problems(spec, environment, name)
+    return problems
+
+
+_WHOLE_INTERPOLATION = re.compile(r"\$\{[^}]*\}")
+
+
+def compose_secret_problems(compose: dict[str, Any]) -> list[str]:
+    """Secrets come from the environment, never from the file: required when the grid needs them, shared alike."""
+    problems = []
+    for name, body in built_services(compose).items():
+        spec = SPEC_BY_COMPOSE_NAME.get(name)
+        if spec is None:
+            continue
+        environment = environment_of(body)
+        local_broker = f"{spec.env_prefix}AWS__ENDPOINT_URL" in environment
+        for key, value in environment.items():
+            if not is_secret(setting_of(spec, key)):
+                continue
+            if local_broker and key.startswith(f"{spec.env_prefix}AWS__"):
+                continue  # LocalStack accepts any credentials; real ones are never needed here
+            if not _WHOLE_INTERPOLATION.fullmatch(value):
+                problems.append(f"{name}: {key} is written into the file; take it from a variable")
+            elif (item := interpolations(value)[0]).has_default and item.argument:
+                problems.append(f"{name}: {key} defaults to a value written into the file")
+        for key in REQUIRED_COMPOSE_SECRETS.get(name, ()):
+            value = environment.get(key, "")
+            items = interpolations(value) if _WHOLE_INTERPOLATION.fullmatch(value) else []
+            if not items or items[0].operator != ":?":
+                problems.append(f"{name}: {key} is {value!r}; the grid needs it: ${{VAR:?Variable not set}}")
+    services = built_services(compose)
+    shared = [
+        environment_of(services.get(service, {})).get(key)
+        for service, key in (
+            ("coordinator", "COORDINATOR_TOOLS__RUN_TOKEN_SECRET"),
+            ("execution-grid", "EXECUTION_GRID_RUN_TOKEN_SECRET"),
+        )
+    ]
+    if len(set(shared)) != 1:
+        problems.append(f"the coordinator and the grid must share the run token secret, got {shared}")
+    return problems
+
+
+def compose_tools_problems(compose: dict[str, Any]) -> list[str]:
+    """The grid hands its agents the coordinator's URL for /tools/v1: it must be the coordinator's service."""
+    services = built_services(compose)
+    url = environment_of(services.get("execution-grid", {})).get("EXECUTION_GRID_TOOLS_URL")
+    if not url:
+        return ["execution-grid: EXECUTION_GRID_TOOLS_URL is not set, so agents run without their tools"]
+    parts = urlsplit(url)
+    coordinator_ports = [target for _, _, target in port_mappings(services.get("coordinator", {}))]
+    problems = []
+    if parts.hostname != "coordinator":
+        problems.append(f"execution-grid: EXECUTION_GRID_TOOLS_URL {url} does not name the coordinator service")
+    if str(parts.port) not in coordinator_ports:
+        problems.append(
+            f"execution-grid: EXECUTION_GRID_TOOLS_URL {url} is not the coordinator's port {coordinator_ports}"
+        )
+    if parts.path not in {"", "/"}:
+        problems.append(
+            f"execution-grid: EXECUTION_GRID_TOOLS_URL {url} must be the base URL (the tools add /tools/v1)"
+        )
+    return problems
+
+
+def env_example_problems(env_example: str) -> list[str]:
+    """The service variables .env.example shows name real settings (a typo there is copied into every .env)."""
+    variables = env_example_variables(env_example)
+    problems = []
+    for spec in SERVICES:
+        names = [name for name in variables if name.startswith(spec.env_prefix)]
+        problems += setting_name_problems(spec, names, ".env.example")
     return problems
 
 
@@ -509,6 +997,348 @@ def parameter_default_problems(template: dict[str, Any], settings: QueueSettings
     return problems
 
 
+def queue_name_of(resource: object, queues: Mapping[str, dict[str, Any]]) -> str | None:
+    """``nudges``, ``nudges-dlq``, ``ctl-*``…: the queue a policy resource or alarm dimension names, sans prefix."""
+    target = getatt_target(resource)
+    text = sub_text(queues[target].get("QueueName")) if target is not None and target in queues else sub_text(resource)
+    marker = "${Prefix}-"
+    return text.rpartition(marker)[2] if marker in text else None
+
+
+def template_alarm_problems(template: dict[str, Any]) -> list[str]:
+    """Every dead-letter queue, the workers' shared control DLQ included, has an alarm on its depth."""
+    queues = queues_of(template)
+    resources = as_mapping(template.get("Resources"), "Resources")
+    watched = set()
+    problems = []
+    for logical_id, body in resources.items():
+        if not isinstance(body, dict) or body.get("Type") != "AWS::CloudWatch::Alarm":
+            continue
+        properties = as_mapping(body.get("Properties", {}), logical_id)
+        dimensions = properties.get("Dimensions") or []
+        names = [queue_name_of(d.get("Value"), queues) for d in dimensions if d.get("Name") == "QueueName"]
+        expected = {
+            "Namespace": "AWS/SQS",
+            "MetricName": "ApproximateNumberOfMessagesVisible",
+            "ComparisonOperator": "GreaterThanThreshold",
+            "Threshold": 0,
+        }
+        wrong = {key: properties.get(key) for key, value in expected.items() if properties.get(key) != value}
+        if wrong or len(names) != 1 or names[0] is None:
+            problems.append(f"{logical_id}: not an alarm on one queue's visible messages above 0 ({wrong or names})")
+            continue
+        if "AlarmActions" not in properties:
+            problems.append(f"{logical_id}: no AlarmActions (nobody would hear of it)")
+        watched.add(names[0])
+    dead_letter_queues = {f"{queue.value}-dlq" for queue in QueueName} | {"ctl-dlq"}
+    problems += [f"no alarm on the depth of <Prefix>-{name}" for name in sorted(dead_letter_queues - watched)]
+    return problems
+
+
+_ALL_QUEUES = [f"{queue.value}{suffix}" for queue in QueueName for suffix in ("", "-dlq")]
+_CONSUME = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+
+
+def _grants(actions: Iterable[str], queues: Iterable[str]) -> set[tuple[str, str]]:
+    return {(action, queue) for action in actions for queue in queues}
+
+
+# Least privilege per service, as deploy/README.md ("IAM permissions") explains it. Every service resolves all six
+# queues and reads depths; a consumer dead-letters poison messages itself; grid workers create their own
+# control queues (<prefix>-ctl-<worker>, and the shared <prefix>-ctl-dlq), where the coordinator sends CancelRun.
+EXPECTED_GRANTS = {
+    "IssueTrackerQueuePolicy": _grants(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), _ALL_QUEUES)
+    | _grants(("sqs:SendMessage",), ("nudges",)),
+    "CoordinatorQueuePolicy": _grants(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), _ALL_QUEUES)
+    | _grants(_CONSUME, ("nudges", "lifecycle"))
+    | _grants(("sqs:SendMessage",), ("launches", "nudges", "nudges-dlq", "lifecycle-dlq"))
+    | _grants(("sqs:GetQueueUrl", "sqs:SendMessage"), ("ctl-*",)),
+    "ExecutionGridQueuePolicy": _grants(("sqs:GetQueueUrl", "sqs:GetQueueAttributes"), _ALL_QUEUES)
+    | _grants(_CONSUME, ("launches",))
+    | _grants(("sqs:SendMessage",), ("lifecycle", "launches-dlq"))
+    | _grants(
+        (
+            "sqs:CreateQueue",
+            "sqs:GetQueueUrl",
+            "sqs:GetQueueAttributes",
+            "sqs:SetQueueAttributes",
+            *_CONSUME,
+            "sqs:SendMessage",
+        ),
+        ("ctl-*",),
+    ),
+}
+
+
+def template_policy_problems(template: dict[str, Any]) -> list[str]:
+    """Each service's managed policy grants exactly its expected actions, and an output exports its ARN."""
+    queues = queues_of(template)
+    resources = as_mapping(template.get("Resources"), "Resources")
+    outputs = as_mapping(template.get("Outputs", {}), "Outputs")
+    problems = []
+    for spec in SERVICES:
+        body = resources.get(spec.policy_id)
+        if not isinstance(body, dict) or body.get("Type") != "AWS::IAM::ManagedPolicy":
+            problems.append(f"no AWS::IAM::ManagedPolicy {spec.policy_id} for the {spec.compose_name}")
+            continue
+        granted: set[tuple[str, str]] = set()
+        for statement in body["Properties"]["PolicyDocument"]["Statement"]:
+            if statement.get("Effect") != "Allow" or "NotAction" in statement or "NotResource" in statement:
+                problems.append(f"{spec.policy_id}: statement {statement.get('Sid')} is not a plain Allow")
+            actions = statement.get("Action", [])
+            targets = statement.get("Resource", [])
+            for action in actions if isinstance(actions, list) else [actions]:
+                for target in targets if isinstance(targets, list) else [targets]:
+                    granted.add((str(action), queue_name_of(target, queues) or f"?{target}"))
+        expected = EXPECTED_GRANTS[spec.policy_id]
+        problems += [f"{spec.policy_id}: lacks {action} on {queue}" for action, queue in sorted(expected - granted)]
+        problems += [
+            f"{spec.policy_id}: grants {action} on {queue} too" for action, queue in sorted(granted - expected)
+        ]
+        output = outputs.get(spec.policy_id.replace("QueuePolicy", "PolicyArn"))
+        if not isinstance(output, dict) or output.get("Value") != {"Ref": spec.policy_id}:
+            problems.append(
+                f"no output {spec.policy_id.replace('QueuePolicy', 'PolicyArn')} with the ARN of {spec.policy_id}"
+            )
+    return problems
+
+
+# --- Kubernetes checks --------------------------------------------------------------------------------------
+
+KUBERNETES_SCHEMA_FILES = {
+    ("v1", "ConfigMap"): "configmap-v1.json",
+    ("v1", "Service"): "service-v1.json",
+    ("v1", "ServiceAccount"): "serviceaccount-v1.json",
+    ("apps/v1", "Deployment"): "deployment-apps-v1.json",
+    ("apps/v1", "StatefulSet"): "statefulset-apps-v1.json",
+}
+WORKLOAD_KINDS = {"Deployment", "StatefulSet"}
+ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+
+
+@functools.cache
+def kubernetes_validators() -> dict[tuple[str, str], Draft202012Validator]:
+    definitions = json.loads((KUBERNETES_SCHEMA_DIR / "_definitions.json").read_text(encoding="utf-8"))
+    registry: Registry[Any] = Registry().with_resource(definitions["$id"], Resource.from_contents(definitions))
+    return {
+        kind: Draft202012Validator(
+            json.loads((KUBERNETES_SCHEMA_DIR / name).read_text(encoding="utf-8")), registry=registry
+        )
+        for kind, name in KUBERNETES_SCHEMA_FILES.items()
+    }
+
+
+def load_manifest(path: Path) -> list[dict[str, Any]]:
+    documents = [document for document in yaml.safe_load_all(path.read_text(encoding="utf-8")) if document is not None]
+    return [as_mapping(document, str(path.relative_to(ROOT))) for document in documents]
+
+
+def kubernetes_schema_problems(documents: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for document in documents:
+        key = (str(document.get("apiVersion")), str(document.get("kind")))
+        name = f"{key[1]}/{document.get('metadata', {}).get('name')}"
+        validator = kubernetes_validators().get(key)
+        if validator is None:
+            problems.append(f"{name}: no vendored schema for {key} (tests/fixtures/kubernetes-json-schema/README.md)")
+            continue
+        problems += [f"{name}: {error}" for error in schema_errors(validator, document)]
+    return problems
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One service's manifest file, split by kind."""
+
+    documents: list[dict[str, Any]]
+
+    def of_kind(self, *kinds: str) -> list[dict[str, Any]]:
+        return [document for document in self.documents if document.get("kind") in kinds]
+
+    def named(self, kind: str, name: object) -> dict[str, Any] | None:
+        return next((d for d in self.of_kind(kind) if d.get("metadata", {}).get("name") == name), None)
+
+    @property
+    def workload(self) -> dict[str, Any]:
+        workloads = self.of_kind(*WORKLOAD_KINDS)
+        assert len(workloads) == 1, f"expected one Deployment or StatefulSet, found {len(workloads)}"
+        return workloads[0]
+
+    @property
+    def pod(self) -> dict[str, Any]:
+        return as_mapping(self.workload["spec"]["template"]["spec"], "pod spec")
+
+    def container(self, name: str) -> dict[str, Any] | None:
+        return next((c for c in self.pod.get("containers", []) if c.get("name") == name), None)
+
+
+def container_environment(manifest: Manifest, container: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(environment the process sees, where each variable comes from): ConfigMap data, literal values, and
+    PLACEHOLDER for a Secret or a field reference, whose values live in the cluster."""
+    environment: dict[str, str] = {}
+    sources: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        name = source.get("configMapRef", {}).get("name")
+        config_map = manifest.named("ConfigMap", name)
+        data = (config_map or {}).get("data") or {}
+        for key, value in data.items():
+            environment[key], sources[key] = str(value), f"ConfigMap {name}"
+    for entry in container.get("env", []):
+        key = entry["name"]
+        if "value" in entry:
+            environment[key], sources[key] = str(entry["value"]), "value"
+        elif "secretKeyRef" in entry.get("valueFrom", {}):
+            reference = entry["valueFrom"]["secretKeyRef"]
+            environment[key], sources[key] = PLACEHOLDER, f"secret:{reference.get('name')}/{reference.get('key')}"
+        else:
+            environment[key], sources[key] = "pod-0", "field"
+    return environment, sources
+
+
+def dockerfile_user(spec: ServiceSpec) -> str:
+    stage = final_stage(parse_dockerfile((spec.path / "Dockerfile").read_text(encoding="utf-8")))
+    return [instruction.arguments.split(":")[0] for instruction in stage if instruction.keyword == "USER"][-1]
+
+
+def _port_matches(port: object, container_port: dict[str, Any]) -> bool:
+    return port in (container_port.get("name"), container_port.get("containerPort"))
+
+
+def _probe_problems(container: dict[str, Any], http_port: dict[str, Any], startup_timeout_s: float) -> list[str]:
+    problems = []
+    for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+        probe = container.get(kind)
+        get = (probe or {}).get("httpGet") or {}
+        if get.get("path") != "/healthz" or not _port_matches(get.get("port"), http_port):
+            problems.append(f"{kind} is not GET /healthz on the HTTP port {http_port.get('containerPort')}: {probe}")
+    startup = container.get("startupProbe") or {}
+    window = startup.get("periodSeconds", 10) * startup.get("failureThreshold", 3)
+    if window <= startup_timeout_s:
+        problems.append(
+            f"startupProbe gives up after {window} s, before the service's STARTUP_TIMEOUT_S ({startup_timeout_s} s)"
+        )
+    return problems
+
+
+def _pre_stop_s(container: dict[str, Any]) -> float:
+    command = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    return float(command[1]) if len(command) == 2 and command[0] == "sleep" else 0.0
+
+
+def _environment_problems(spec: ServiceSpec, environment: Mapping[str, str], sources: Mapping[str, str]) -> list[str]:
+    prefix = spec.env_prefix
+    problems = setting_name_problems(spec, environment, "env")
+    problems += setting_value_problems(spec, environment, "env")
+    problems += [
+        f"env: {key} is a secret but comes from {sources[key]}, not a Secret"
+        for key in environment
+        if is_secret(setting_of(spec, key)) and not sources[key].startswith("secret:")
+    ]
+    # Against the stack's queues: no creation, no endpoint (real SQS), the pod's role rather than keys.
+    if environment.get(f"{prefix}QUEUES__BOOTSTRAP") != "false":
+        problems.append(f'env: {prefix}QUEUES__BOOTSTRAP must be "false" against the CloudFormation queues')
+    problems += [
+        f"env: {prefix}{setting} must stay unset in production"
+        for setting in ("AWS__ENDPOINT_URL", "AWS__ACCESS_KEY_ID", "AWS__SECRET_ACCESS_KEY")
+        if f"{prefix}{setting}" in environment
+    ]
+    return problems
+
+
+def _exposure_problems(manifest: Manifest, spec: ServiceSpec, http_port: dict[str, Any]) -> list[str]:
+    """The pod's identity (its IAM role) and the Service in front of it."""
+    problems = []
+    account = manifest.named("ServiceAccount", manifest.pod.get("serviceAccountName"))
+    if account is None or ROLE_ANNOTATION not in account.get("metadata", {}).get("annotations", {}):
+        problems.append(f"no ServiceAccount with an {ROLE_ANNOTATION} annotation (the role with {spec.policy_id})")
+
+    labels = manifest.workload["spec"]["template"]["metadata"].get("labels", {})
+    services = manifest.of_kind("Service")
+    if not services:
+        problems.append("no Service")
+    for service in services:
+        selector = service["spec"].get("selector", {})
+        if not selector or any(labels.get(key) != value for key, value in selector.items()):
+            problems.append(f"Service {service['metadata']['name']} selects {selector}, not the pods {labels}")
+        for service_port in service["spec"].get("ports", []):
+            if not _port_matches(service_port.get("targetPort", service_port.get("port")), http_port):
+                problems.append(f"Service {service['metadata']['name']} targets {service_port}, not the HTTP port")
+    return problems
+
+
+def kubernetes_service_problems(manifest: Manifest, spec: ServiceSpec, queue_prefix: str) -> list[str]:
+    """One service's manifest against its Settings, its image and the queue stack."""
+    settings = default_settings(spec)
+    container = manifest.container(spec.compose_name)
+    if container is None:
+        return [f"no container named {spec.compose_name}"]
+    problems = []
+    environment, sources = container_environment(manifest, container)
+    problems += [
+        f"envFrom names ConfigMap {name!r}, which this file does not define"
+        for name in (source.get("configMapRef", {}).get("name") for source in container.get("envFrom", []))
+        if manifest.named("ConfigMap", name) is None
+    ]
+    problems += _environment_problems(spec, environment, sources)
+    if environment.get(f"{spec.env_prefix}QUEUES__PREFIX", QueueSettings().prefix) != queue_prefix:
+        problems.append(f"env: the queue prefix differs from the stack's Prefix {queue_prefix!r}")
+
+    port = str(environment.get(f"{spec.env_prefix}HTTP__PORT", settings.http.port))
+    http_ports = [p for p in container.get("ports", []) if str(p.get("containerPort")) == port]
+    if not http_ports:
+        return [*problems, f"no containerPort {port} (the service's HTTP port)"]
+    problems += _probe_problems(container, http_ports[0], settings.startup_timeout_s)
+
+    grace = manifest.pod.get("terminationGracePeriodSeconds", 30)
+    need = shutdown_need_s(spec) + _pre_stop_s(container)
+    if grace <= need:
+        problems.append(f"terminationGracePeriodSeconds {grace} does not exceed preStop plus shutdown ({need} s)")
+
+    security = manifest.pod.get("securityContext", {})
+    if security.get("runAsNonRoot") is not True or str(security.get("runAsUser")) != dockerfile_user(spec):
+        problems.append(f"the pod must run as non-root uid {dockerfile_user(spec)}, the image's USER: {security}")
+    image = str(container.get("image", ""))
+    if ":" not in image.rpartition("/")[2] or image.endswith(":latest"):
+        problems.append(f"image {image!r} has no fixed tag")
+
+    return problems + _exposure_problems(manifest, spec, http_ports[0])
+
+
+def kubernetes_state_problems(manifest: Manifest) -> list[str]:
+    """The grid's state directory is a per-worker persistent volume: a restarted worker settles its runs from it."""
+    container = manifest.container(EXECUTION_GRID.compose_name) or {}
+    environment, _ = container_environment(manifest, container)
+    state_dir = environment.get("EXECUTION_GRID_STATE_DIR")
+    workload = manifest.workload
+    claims = {claim["metadata"]["name"] for claim in workload["spec"].get("volumeClaimTemplates", [])}
+    mounts = {mount["mountPath"]: mount["name"] for mount in container.get("volumeMounts", [])}
+    if workload["kind"] != "StatefulSet" or state_dir is None or mounts.get(state_dir) not in claims:
+        return [f"EXECUTION_GRID_STATE_DIR ({state_dir}) is not a StatefulSet volume claim (mounts: {mounts})"]
+    return []
+
+
+def kubernetes_tools_problems(grid: Manifest, coordinator: Manifest) -> list[str]:
+    """The grid's agents reach the coordinator's Service for /tools/v1, with a run token secret both share."""
+    grid_environment, grid_sources = container_environment(grid, grid.container(EXECUTION_GRID.compose_name) or {})
+    _, coordinator_sources = container_environment(coordinator, coordinator.container(COORDINATOR.compose_name) or {})
+    problems = []
+    url = urlsplit(grid_environment.get("EXECUTION_GRID_TOOLS_URL", ""))
+    targets = {
+        (service["metadata"]["name"], port["port"])
+        for service in coordinator.of_kind("Service")
+        for port in service["spec"]["ports"]
+    }
+    if (url.hostname, url.port) not in targets or url.path not in {"", "/"}:
+        problems.append(f"EXECUTION_GRID_TOOLS_URL {url.geturl()!r} is not the coordinator's Service {sorted(targets)}")
+    shared = (
+        grid_sources.get("EXECUTION_GRID_RUN_TOKEN_SECRET"),
+        coordinator_sources.get("COORDINATOR_TOOLS__RUN_TOKEN_SECRET"),
+    )
+    if shared[0] != shared[1] or not str(shared[0]).startswith("secret:"):
+        problems.append(f"the grid and the coordinator must read the run token secret from one Secret key: {shared}")
+    return problems
+
+
 # --- fixtures ----------------------------------------------------------------------------------------------
 
 
@@ -520,6 +1350,28 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def template() -> dict[str, Any]:
     return load_yaml(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="module")
+def compose_schema() -> dict[str, Any]:
+    return as_mapping(json.loads(COMPOSE_SCHEMA_PATH.read_text(encoding="utf-8")), "compose-spec.json")
+
+
+@pytest.fixture(scope="module")
+def env_example() -> str:
+    return ENV_EXAMPLE_PATH.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def manifests() -> dict[str, Manifest]:
+    return {spec.compose_name: Manifest(load_manifest(spec.manifest)) for spec in SERVICES}
+
+
+def stack_prefix(template: dict[str, Any]) -> str:
+    return str(as_mapping(template["Parameters"], "Parameters")["Prefix"]["Default"])
+
+
+SHUTDOWN_NEED_S = {spec.compose_name: shutdown_need_s(spec) for spec in SERVICES}
 
 
 def container_port(compose: dict[str, Any], spec: ServiceSpec) -> str:
@@ -547,9 +1399,79 @@ def test_compose_localstack_matches_embedded_broker(compose: dict[str, Any]) -> 
     assert not problems, "\n".join(problems)
 
 
-def test_compose_stop_grace_exceeds_drain(compose: dict[str, Any]) -> None:
-    problems = stop_grace_problems(compose, ConsumerSettings().drain_timeout_s)
+def test_compose_stop_grace_exceeds_shutdown(compose: dict[str, Any]) -> None:
+    problems = stop_grace_problems(compose, SHUTDOWN_NEED_S)
     assert not problems, "\n".join(problems)
+
+
+def test_compose_matches_the_compose_specification(compose: dict[str, Any], compose_schema: dict[str, Any]) -> None:
+    problems = compose_schema_problems(compose, compose_schema)
+    assert not problems, "\n".join(problems)
+
+
+def test_compose_variables_are_documented(compose: dict[str, Any], env_example: str) -> None:
+    problems = interpolation_problems(compose, env_example)
+    assert not problems, "\n".join(problems)
+
+
+def test_compose_environment_builds_each_services_settings(compose: dict[str, Any]) -> None:
+    problems = compose_settings_problems(compose)
+    assert not problems, "\n".join(problems)
+
+
+def test_compose_secrets_come_from_the_environment(compose: dict[str, Any]) -> None:
+    problems = compose_secret_problems(compose)
+    assert not problems, "\n".join(problems)
+
+
+def test_compose_grid_reaches_the_agent_tools(compose: dict[str, Any]) -> None:
+    problems = compose_tools_problems(compose)
+    assert not problems, "\n".join(problems)
+
+
+def test_env_example_names_real_settings(env_example: str) -> None:
+    problems = env_example_problems(env_example)
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=[spec.compose_name for spec in SERVICES])
+def test_dockerignore_keeps_what_the_image_builds(spec: ServiceSpec) -> None:
+    problems = dockerignore_problems(dockerignore_patterns(DOCKERIGNORE_PATH.read_text(encoding="utf-8")), spec)
+    assert not problems, "\n".join(problems)
+
+
+def test_grid_image_installs_the_agent_tools_command() -> None:
+    problems = tools_command_problems(workspace_members())
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=[spec.compose_name for spec in SERVICES])
+def test_kubernetes_manifest_matches_the_schemas(spec: ServiceSpec, manifests: dict[str, Manifest]) -> None:
+    problems = kubernetes_schema_problems(manifests[spec.compose_name].documents)
+    assert not problems, f"{spec.manifest.relative_to(ROOT)}:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("spec", SERVICES, ids=[spec.compose_name for spec in SERVICES])
+def test_kubernetes_manifest_deploys_the_service(
+    spec: ServiceSpec, manifests: dict[str, Manifest], template: dict[str, Any]
+) -> None:
+    problems = kubernetes_service_problems(manifests[spec.compose_name], spec, stack_prefix(template))
+    assert not problems, f"{spec.manifest.relative_to(ROOT)}:\n" + "\n".join(problems)
+
+
+def test_kubernetes_grid_keeps_its_state(manifests: dict[str, Manifest]) -> None:
+    problems = kubernetes_state_problems(manifests["execution-grid"])
+    assert not problems, "\n".join(problems)
+
+
+def test_kubernetes_grid_reaches_the_agent_tools(manifests: dict[str, Manifest]) -> None:
+    problems = kubernetes_tools_problems(manifests["execution-grid"], manifests["coordinator"])
+    assert not problems, "\n".join(problems)
+
+
+def test_kubernetes_manifests_are_all_checked() -> None:
+    checked = {spec.manifest for spec in SERVICES}
+    assert set(KUBERNETES_DIR.glob("*.yaml")) == checked, "a manifest under deploy/kubernetes/ is not checked"
 
 
 def test_compose_environment_uses_service_prefixes(compose: dict[str, Any]) -> None:
@@ -591,6 +1513,16 @@ def test_cloudformation_queues(template: dict[str, Any]) -> None:
 
 def test_cloudformation_defaults_match_queue_settings(template: dict[str, Any]) -> None:
     problems = parameter_default_problems(template, QueueSettings())
+    assert not problems, "\n".join(problems)
+
+
+def test_cloudformation_alarms_on_dead_letters(template: dict[str, Any]) -> None:
+    problems = template_alarm_problems(template)
+    assert not problems, "\n".join(problems)
+
+
+def test_cloudformation_policies_are_least_privilege(template: dict[str, Any]) -> None:
+    problems = template_policy_problems(template)
     assert not problems, "\n".join(problems)
 
 
@@ -641,8 +1573,8 @@ COMPOSE_BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], list[str]], Callab
     ),
     (
         "grace",
-        lambda document: stop_grace_problems(document, 20.0),
-        _set(("services", "execution-grid", "stop_grace_period"), "15s"),
+        lambda document: stop_grace_problems(document, SHUTDOWN_NEED_S),
+        _set(("services", "execution-grid", "stop_grace_period"), "45s"),
         "does not exceed",
     ),
     (
@@ -757,3 +1689,536 @@ def test_the_grid_keeps_its_run_state_on_a_volume(compose: dict[str, Any]) -> No
     assert any(target == state_dir and source in compose.get("volumes", {}) for source, target, *_ in mounts), (
         f"execution-grid: {state_dir} is not a named volume"
     )
+
+
+# --- the checks added with the vendored schemas and the Kubernetes manifests catch what they are for ---------
+
+
+@functools.cache
+def _compose_schema() -> dict[str, Any]:
+    return as_mapping(json.loads(COMPOSE_SCHEMA_PATH.read_text(encoding="utf-8")), "compose-spec.json")
+
+
+def _env(service: str, key: str, value: str) -> Callable[[dict[str, Any]], None]:
+    return _set(("services", service, "environment", key), value)
+
+
+def _unset_env(service: str, key: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(document: dict[str, Any]) -> None:
+        del document["services"][service]["environment"][key]
+
+    return mutate
+
+
+def _with_env_example(document: dict[str, Any]) -> list[str]:
+    return interpolation_problems(document, ENV_EXAMPLE_PATH.read_text(encoding="utf-8"))
+
+
+def _against_schema(document: dict[str, Any]) -> list[str]:
+    return compose_schema_problems(document, _compose_schema())
+
+
+MORE_COMPOSE_BREAKAGES: list[
+    tuple[str, Callable[[dict[str, Any]], list[str]], Callable[[dict[str, Any]], None], str]
+] = [
+    ("schema-unknown-key", _against_schema, _set(("services", "coordinator", "helthcheck"), {}), "helthcheck"),
+    ("schema-type", _against_schema, _set(("services", "sqs", "ports"), "4566:4566"), "is not of type 'array'"),
+    (
+        "schema-condition",
+        _against_schema,
+        _set(("services", "coordinator", "depends_on", "sqs", "condition"), "service_ready"),
+        "is not one of",
+    ),
+    (
+        "schema-malformed",
+        _against_schema,
+        _env("coordinator", "COORDINATOR_LOG__LEVEL", "${AGENT GRID}"),
+        "interpolation: malformed",
+    ),
+    (
+        "undocumented",
+        _with_env_example,
+        _env("coordinator", "COORDINATOR_LOG__LEVEL", "${AGENT_GRID_NOWHERE}"),
+        "has no default and is not in .env.example",
+    ),
+    ("malformed", _with_env_example, _env("coordinator", "COORDINATOR_LOG__LEVEL", "${AGENT GRID}"), "malformed"),
+    (
+        "setting-typo",
+        compose_settings_problems,
+        _env("coordinator", "COORDINATOR_NUDGE_CONSUMER__MAX_INFLIGHT", "3"),
+        "names no field",
+    ),
+    ("setting-value", compose_settings_problems, _env("execution-grid", "EXECUTION_GRID_SLOTS", "four"), "slots"),
+    (
+        "setting-default-value",
+        compose_settings_problems,
+        _env("execution-grid", "EXECUTION_GRID_SLOTS", "${AGENT_GRID_GRID_SLOTS:-0}"),
+        "slots",
+    ),
+    (
+        "secret-literal",
+        compose_secret_problems,
+        _env("coordinator", "COORDINATOR_API__TOKEN", "hunter2"),
+        "written into the file",
+    ),
+    (
+        "secret-default",
+        compose_secret_problems,
+        _env("coordinator", "COORDINATOR_API__TOKEN", "${AGENT_GRID_API_TOKEN:-hunter2}"),
+        "defaults to a value",
+    ),
+    (
+        "secret-optional",
+        compose_secret_problems,
+        _env("coordinator", "COORDINATOR_TOOLS__RUN_TOKEN_SECRET", "${AGENT_GRID_RUN_TOKEN_SECRET:-}"),
+        "the grid needs it",
+    ),
+    (
+        "secret-missing",
+        compose_secret_problems,
+        _unset_env("issue-tracker", "ISSUE_TRACKER_WEBHOOK__SECRET"),
+        "ISSUE_TRACKER_WEBHOOK__SECRET is ''",
+    ),
+    (
+        "secret-unshared",
+        compose_secret_problems,
+        _env("execution-grid", "EXECUTION_GRID_RUN_TOKEN_SECRET", "${AGENT_GRID_OTHER_SECRET:?Variable not set}"),
+        "must share the run token secret",
+    ),
+    (
+        "tools-host",
+        compose_tools_problems,
+        _env("execution-grid", "EXECUTION_GRID_TOOLS_URL", "http://issue-tracker:8002"),
+        "does not name the coordinator",
+    ),
+    (
+        "tools-port",
+        compose_tools_problems,
+        _env("execution-grid", "EXECUTION_GRID_TOOLS_URL", "http://coordinator:8000"),
+        "not the coordinator's port",
+    ),
+    (
+        "tools-path",
+        compose_tools_problems,
+        _env("execution-grid", "EXECUTION_GRID_TOOLS_URL", "http://coordinator:8002/tools/v1"),
+        "base URL",
+    ),
+    ("tools-unset", compose_tools_problems, _unset_env("execution-grid", "EXECUTION_GRID_TOOLS_URL"), "not set"),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "mutate", "expected"),
+    [breakage[1:] for breakage in MORE_COMPOSE_BREAKAGES],
+    ids=[breakage[0] for breakage in MORE_COMPOSE_BREAKAGES],
+)
+def test_compose_variable_and_schema_checks_detect_breakage(
+    compose: dict[str, Any],
+    check: Callable[[dict[str, Any]], list[str]],
+    mutate: Callable[[dict[str, Any]], None],
+    expected: str,
+) -> None:
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    problems = check(broken)
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "check", "expected"),
+    [
+        ("AGENT_GRID_RUN_TOKEN_SECRET=\n", "", "interpolation", "absent from the compose section"),
+        ("# AGENT_GRID_LOG_LEVEL=INFO", "# AGENT_GRID_LOG_LEVEL=INFO\n# AGENT_GRID_UNUSED=1", "interpolation", "never"),
+        ("# --- docker compose", "# --- compose", "interpolation", "has no section"),
+        ("COORDINATOR_HTTP__PORT=8002", "COORDINATOR_HTTP_PORT=8002", "settings", "names no field"),
+        ("# COORDINATOR_POLICY__CAPS__MAX_ACTIVE_RUNS=4", "# COORDINATOR_POLICY__CAP__MAX=4", "settings", "no field"),
+    ],
+    ids=["required-undocumented", "stale", "no-section", "typo", "commented-typo"],
+)
+def test_env_example_checks_detect_breakage(
+    compose: dict[str, Any], env_example: str, old: str, new: str, check: str, expected: str
+) -> None:
+    assert old in env_example, f"the fixture text {old!r} is gone from .env.example; update this test"
+    broken = env_example.replace(old, new, 1)
+    problems = interpolation_problems(compose, broken) if check == "interpolation" else env_example_problems(broken)
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+@pytest.mark.parametrize(
+    ("spec", "old", "new", "expected"),
+    [
+        (COORDINATOR, "COPY libs/tracker/ libs/tracker/\n", "", "libs/tracker/ (agent-grid-tracker) is not copied"),
+        (
+            EXECUTION_GRID,
+            "COPY libs/agent_tools/ libs/agent_tools/\n",
+            "",
+            "libs/agent_tools/ (agent-grid-agent-tools)",
+        ),
+        (
+            EXECUTION_GRID,
+            "COPY libs/runtime/ libs/runtime/\n",
+            "COPY libs/runtime/pyproject.toml libs/runtime/\n",
+            "runtime",
+        ),
+        (COORDINATOR, "COORDINATOR_LOG__FORMAT=json", "COORDINATOR_LOG_FORMAT=json", "names no field"),
+    ],
+    ids=["coordinator-lib", "grid-agent-tools", "grid-pyproject-only", "env-typo"],
+)
+def test_dockerfile_member_checks_detect_breakage(
+    compose: dict[str, Any], spec: ServiceSpec, old: str, new: str, expected: str
+) -> None:
+    text = (spec.path / "Dockerfile").read_text(encoding="utf-8")
+    assert old in text, f"the fixture text {old!r} is gone from {spec.directory}'s Dockerfile; update this test"
+    problems = dockerfile_problems(
+        text.replace(old, new, 1), spec, read_pyproject(spec.path / "pyproject.toml"), container_port(compose, spec)
+    )
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [("libs/agent_tools", "drops libs/agent_tools/pyproject.toml"), ("**/src", "drops"), ("!libs", "'!libs'")],
+    ids=["member", "sources", "negation"],
+)
+def test_dockerignore_check_detects_breakage(extra: str, expected: str) -> None:
+    patterns = [*dockerignore_patterns(DOCKERIGNORE_PATH.read_text(encoding="utf-8")), extra]
+    problems = dockerignore_problems(patterns, EXECUTION_GRID)
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+def test_tools_command_check_detects_a_grid_without_the_tools() -> None:
+    members = workspace_members()
+    grid = members["agent-grid-execution-grid"]
+    without = tuple(name for name in grid.dependencies if name != "agent-grid-agent-tools")
+    broken = {**members, grid.name: Member(grid.name, grid.directory, without, grid.scripts)}
+    problems = tools_command_problems(broken)
+    assert any("agent-grid-tools" in problem for problem in problems), problems
+
+
+def _resource(logical_id: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def mutate(template: dict[str, Any]) -> None:
+        edit(template["Resources"][logical_id]["Properties"])
+
+    return mutate
+
+
+def _delete(*path: str) -> Callable[[dict[str, Any]], None]:
+    def mutate(document: dict[str, Any]) -> None:
+        node = document
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+
+    return mutate
+
+
+TEMPLATE_BREAKAGES: list[tuple[str, Callable[[dict[str, Any]], list[str]], Callable[[dict[str, Any]], None], str]] = [
+    (
+        "alarm-missing",
+        template_alarm_problems,
+        _delete("Resources", "LaunchesDeadLetterQueueAlarm"),
+        "no alarm on the depth of <Prefix>-launches-dlq",
+    ),
+    (
+        "alarm-threshold",
+        template_alarm_problems,
+        _resource("ControlDeadLetterQueueAlarm", lambda properties: properties.update(Threshold=10)),
+        "not an alarm",
+    ),
+    (
+        "alarm-silent",
+        template_alarm_problems,
+        _resource("NudgesDeadLetterQueueAlarm", lambda properties: properties.pop("AlarmActions")),
+        "no AlarmActions",
+    ),
+    (
+        "policy-excess",
+        template_policy_problems,
+        _resource(
+            "IssueTrackerQueuePolicy",
+            lambda properties: properties["PolicyDocument"]["Statement"].append(
+                {"Effect": "Allow", "Action": "sqs:*", "Resource": {"Fn::GetAtt": ["NudgesQueue", "Arn"]}}
+            ),
+        ),
+        "grants sqs:* on nudges too",
+    ),
+    (
+        "policy-missing",
+        template_policy_problems,
+        _resource("CoordinatorQueuePolicy", lambda properties: properties["PolicyDocument"]["Statement"].pop()),
+        "lacks sqs:SendMessage on ctl-*",
+    ),
+    (
+        "policy-output",
+        template_policy_problems,
+        _delete("Outputs", "ExecutionGridPolicyArn"),
+        "no output ExecutionGridPolicyArn",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("check", "mutate", "expected"),
+    [breakage[1:] for breakage in TEMPLATE_BREAKAGES],
+    ids=[breakage[0] for breakage in TEMPLATE_BREAKAGES],
+)
+def test_template_checks_detect_breakage(
+    template: dict[str, Any],
+    check: Callable[[dict[str, Any]], list[str]],
+    mutate: Callable[[dict[str, Any]], None],
+    expected: str,
+) -> None:
+    broken = copy.deepcopy(template)
+    mutate(broken)
+    problems = check(broken)
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+def _k8s(kind: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[list[dict[str, Any]]], None]:
+    def mutate(documents: list[dict[str, Any]]) -> None:
+        for document in documents:
+            if document["kind"] == kind:
+                edit(document)
+
+    return mutate
+
+
+def _pod(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return lambda workload: edit(workload["spec"]["template"]["spec"])
+
+
+def _main(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    return _pod(lambda pod: edit(pod["containers"][0]))
+
+
+def _data(key: str, value: str) -> Callable[[list[dict[str, Any]]], None]:
+    return _k8s("ConfigMap", lambda config_map: config_map["data"].update({key: value}))
+
+
+def _service_check(spec: ServiceSpec) -> Callable[[dict[str, Manifest]], list[str]]:
+    return lambda manifests: kubernetes_service_problems(
+        manifests[spec.compose_name], spec, stack_prefix(load_yaml(TEMPLATE_PATH))
+    )
+
+
+def _schema_check(spec: ServiceSpec) -> Callable[[dict[str, Manifest]], list[str]]:
+    return lambda manifests: kubernetes_schema_problems(manifests[spec.compose_name].documents)
+
+
+def _state_check(manifests: dict[str, Manifest]) -> list[str]:
+    return kubernetes_state_problems(manifests["execution-grid"])
+
+
+def _tools_check(manifests: dict[str, Manifest]) -> list[str]:
+    return kubernetes_tools_problems(manifests["execution-grid"], manifests["coordinator"])
+
+
+def _probe(kind: str, key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda container: container[kind].update({key: value})
+
+
+COORDINATOR_CHECK = _service_check(COORDINATOR)
+GRID_CHECK = _service_check(EXECUTION_GRID)
+KUBERNETES_BREAKAGES: list[
+    tuple[str, ServiceSpec, Callable[[list[dict[str, Any]]], None], Callable[[dict[str, Manifest]], list[str]], str]
+] = [
+    (
+        "schema-unknown-field",
+        COORDINATOR,
+        _k8s("Deployment", _main(lambda c: c["livenessProbe"]["httpGet"].update(paht="/healthz"))),
+        _schema_check(COORDINATOR),
+        "paht",
+    ),
+    (
+        "schema-type",
+        COORDINATOR,
+        _k8s("Deployment", lambda d: d["spec"].update(replicas="two")),
+        _schema_check(COORDINATOR),
+        "is not of type",
+    ),
+    (
+        "schema-kind",
+        ISSUE_TRACKER,
+        lambda docs: docs.append({"apiVersion": "v1", "kind": "Pod"}),
+        _schema_check(ISSUE_TRACKER),
+        "no vendored schema",
+    ),
+    ("bootstrap", COORDINATOR, _data("COORDINATOR_QUEUES__BOOTSTRAP", "true"), COORDINATOR_CHECK, 'must be "false"'),
+    ("typo", COORDINATOR, _data("COORDINATOR_QUEUES__PREFX", "agent-grid"), COORDINATOR_CHECK, "names no field"),
+    ("value", EXECUTION_GRID, _data("EXECUTION_GRID_SLOTS", "0"), GRID_CHECK, "slots"),
+    (
+        "secret-in-configmap",
+        COORDINATOR,
+        _data("COORDINATOR_GITHUB__APP__PRIVATE_KEY", "a" * 20),
+        COORDINATOR_CHECK,
+        "comes from ConfigMap",
+    ),
+    (
+        "endpoint",
+        COORDINATOR,
+        _data("COORDINATOR_AWS__ENDPOINT_URL", "http://sqs:4566"),
+        COORDINATOR_CHECK,
+        "must stay unset",
+    ),
+    ("prefix", COORDINATOR, _data("COORDINATOR_QUEUES__PREFIX", "other"), COORDINATOR_CHECK, "stack's Prefix"),
+    (
+        "configmap-name",
+        COORDINATOR,
+        _k8s("Deployment", _main(lambda c: c["envFrom"][0]["configMapRef"].update(name="nope"))),
+        COORDINATOR_CHECK,
+        "does not define",
+    ),
+    (
+        "port",
+        COORDINATOR,
+        _k8s("Deployment", _main(lambda c: c["ports"][0].update(containerPort=8080))),
+        COORDINATOR_CHECK,
+        "no containerPort 8002",
+    ),
+    (
+        "probe-path",
+        COORDINATOR,
+        _k8s("Deployment", _main(lambda c: c["readinessProbe"]["httpGet"].update(path="/metrics"))),
+        COORDINATOR_CHECK,
+        "readinessProbe is not GET /healthz",
+    ),
+    (
+        "startup-window",
+        COORDINATOR,
+        _k8s("Deployment", _main(_probe("startupProbe", "failureThreshold", 10))),
+        COORDINATOR_CHECK,
+        "startupProbe gives up",
+    ),
+    (
+        "grace",
+        COORDINATOR,
+        _k8s("Deployment", _pod(lambda pod: pod.update(terminationGracePeriodSeconds=25))),
+        COORDINATOR_CHECK,
+        "does not exceed",
+    ),
+    (
+        "grid-grace",
+        EXECUTION_GRID,
+        _k8s("StatefulSet", _pod(lambda pod: pod.update(terminationGracePeriodSeconds=60))),
+        GRID_CHECK,
+        "does not exceed",
+    ),
+    (
+        "root",
+        COORDINATOR,
+        _k8s("Deployment", _pod(lambda pod: pod["securityContext"].update(runAsUser=0))),
+        COORDINATOR_CHECK,
+        "non-root uid 10001",
+    ),
+    (
+        "latest",
+        COORDINATOR,
+        _k8s("Deployment", _main(lambda c: c.update(image="registry.example.com/agent-grid/coordinator:latest"))),
+        COORDINATOR_CHECK,
+        "no fixed tag",
+    ),
+    (
+        "role",
+        COORDINATOR,
+        _k8s("ServiceAccount", lambda account: account["metadata"].pop("annotations")),
+        COORDINATOR_CHECK,
+        "no ServiceAccount",
+    ),
+    (
+        "selector",
+        COORDINATOR,
+        _k8s("Service", lambda service: service["spec"]["selector"].update({"app.kubernetes.io/name": "grid"})),
+        COORDINATOR_CHECK,
+        "selects",
+    ),
+    (
+        "target-port",
+        COORDINATOR,
+        _k8s("Service", lambda service: service["spec"]["ports"][0].update(targetPort=9999)),
+        COORDINATOR_CHECK,
+        "targets",
+    ),
+    (
+        "state-mount",
+        EXECUTION_GRID,
+        _k8s("StatefulSet", _main(lambda c: c["volumeMounts"][0].update(mountPath="/data"))),
+        _state_check,
+        "not a StatefulSet volume claim",
+    ),
+    (
+        "tools-url",
+        EXECUTION_GRID,
+        _data("EXECUTION_GRID_TOOLS_URL", "http://coordinator:8002"),
+        _tools_check,
+        "Service",
+    ),
+    (
+        "tools-secret",
+        EXECUTION_GRID,
+        _k8s(
+            "StatefulSet",
+            _main(
+                lambda c: next(e for e in c["env"] if e["name"] == "EXECUTION_GRID_RUN_TOKEN_SECRET")["valueFrom"][
+                    "secretKeyRef"
+                ].update(name="agent-grid-execution-grid")
+            ),
+        ),
+        _tools_check,
+        "one Secret key",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("spec", "mutate", "check", "expected"),
+    [breakage[1:] for breakage in KUBERNETES_BREAKAGES],
+    ids=[breakage[0] for breakage in KUBERNETES_BREAKAGES],
+)
+def test_kubernetes_checks_detect_breakage(
+    manifests: dict[str, Manifest],
+    spec: ServiceSpec,
+    mutate: Callable[[list[dict[str, Any]]], None],
+    check: Callable[[dict[str, Manifest]], list[str]],
+    expected: str,
+) -> None:
+    documents = copy.deepcopy(manifests[spec.compose_name].documents)
+    mutate(documents)
+    problems = check({**manifests, spec.compose_name: Manifest(documents)})
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+@pytest.mark.parametrize(
+    ("text", "environment", "expected"),
+    [
+        ("${A:-x}", {}, "x"),
+        ("${A:-x}", {"A": ""}, "x"),
+        ("${A-x}", {"A": ""}, ""),
+        ("${A:+y}", {"A": "1"}, "y"),
+        ("$A and $$A", {"A": "1"}, "1 and $A"),
+        ("${A:?missing}", {"A": "v"}, "v"),
+    ],
+)
+def test_interpolate(text: str, environment: dict[str, str], expected: str) -> None:
+    assert interpolate(text, environment) == expected
+
+
+def test_interpolate_refuses_a_missing_required_variable() -> None:
+    with pytest.raises(ValueError, match="A: Variable not set"):
+        interpolate("${A:?Variable not set}", {"A": ""})
+
+
+@pytest.mark.parametrize(
+    ("variable", "known"),
+    [
+        ("COORDINATOR_TOOLS__RUN_TOKEN_SECRET", True),
+        ("COORDINATOR_POLICY__CAPS__MAX_ACTIVE_RUNS", True),
+        ("COORDINATOR_GITHUB__APP__APP_ID", True),
+        ("EXECUTION_GRID_AGENTS__CODEX__API_KEY", True),
+        ("EXECUTION_GRID_AGENTS__CODEX__API_KEYS", False),
+        ("COORDINATOR_HTTP__PORT__X", False),
+        ("COORDINATOR_TOOLS_URL", False),
+    ],
+)
+def test_setting_of(variable: str, known: bool) -> None:
+    spec = COORDINATOR if variable.startswith("COORDINATOR_") else EXECUTION_GRID
+    assert (setting_of(spec, variable) is not None) == known

@@ -5,13 +5,15 @@ keep in sync, and no metrics library in the code that holds them. Backward-compa
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
 
 import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["GaugeReader", "register_callback_gauge"]
+__all__ = ["GaugeReader", "RateWindow", "register_callback_gauge", "register_rate_limit_gauges"]
 
 type GaugeReader = Callable[[], Mapping[tuple[str, ...], float]]
 """Returns the current samples: label values (in ``labelnames`` order) to value; ``()`` for an unlabelled gauge."""
@@ -54,3 +56,56 @@ def register_callback_gauge(
         read: the current samples. One that raises is logged and yields no samples for that scrape.
     """
     registry.register(_CallbackGauge(name, documentation, labelnames, read))
+
+
+class RateWindow(Protocol):
+    """An upstream API's current rate-limit window (e.g. the tracker's ``RateLimitStatus``)."""
+
+    @property
+    def limit(self) -> int:
+        """Requests allowed per window."""
+        ...
+
+    @property
+    def remaining(self) -> int:
+        """Requests left in this window."""
+        ...
+
+    @property
+    def reset_at(self) -> datetime:
+        """When the window resets."""
+        ...
+
+
+def register_rate_limit_gauges(
+    registry: CollectorRegistry, *, upstream: str, read: Callable[[], Mapping[str, RateWindow]]
+) -> None:
+    """``agent_grid_<upstream>_rate_limit_{remaining,limit,reset_timestamp_seconds}{resource}``, read at scrape time.
+
+    Args:
+        registry: the service's registry.
+        upstream: the API's name in the metric names (``github``).
+        read: the latest window per resource (``core``, ``graphql``...), as the service's client last saw it.
+    """
+    name = f"agent_grid_{upstream}_rate_limit"
+    register_callback_gauge(
+        registry,
+        f"{name}_remaining",
+        f"Requests left in {upstream}'s current rate-limit window.",
+        ["resource"],
+        lambda: {(resource,): window.remaining for resource, window in read().items()},
+    )
+    register_callback_gauge(
+        registry,
+        f"{name}_limit",
+        f"Requests {upstream} allows per rate-limit window.",
+        ["resource"],
+        lambda: {(resource,): window.limit for resource, window in read().items()},
+    )
+    register_callback_gauge(
+        registry,
+        f"{name}_reset_timestamp_seconds",
+        f"When {upstream}'s current rate-limit window resets (Unix time).",
+        ["resource"],
+        lambda: {(resource,): window.reset_at.timestamp() for resource, window in read().items()},
+    )

@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import structlog
-from agent_grid_runtime.public_metrics import register_callback_gauge
+from agent_grid_runtime.public_metrics import register_rate_limit_gauges
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime
 from agent_grid_runtime.public_sqs import CoalescingPublisher
@@ -76,31 +76,8 @@ def create_app(
 
 def _report_rate_limits(registry: CollectorRegistry, tracker: Tracker) -> None:
     """GitHub's latest rate-limit window per resource as gauges, when the tracker is GitHub's."""
-    if not isinstance(tracker, GitHubTracker):
-        return
-    book = tracker.rate_limits
-    name = "agent_grid_github_rate_limit"
-    register_callback_gauge(
-        registry,
-        f"{name}_remaining",
-        "Requests left in GitHub's current rate-limit window.",
-        ["resource"],
-        lambda: {(resource,): status.remaining for resource, status in book.snapshot().items()},
-    )
-    register_callback_gauge(
-        registry,
-        f"{name}_limit",
-        "Requests GitHub allows per rate-limit window.",
-        ["resource"],
-        lambda: {(resource,): status.limit for resource, status in book.snapshot().items()},
-    )
-    register_callback_gauge(
-        registry,
-        f"{name}_reset_timestamp_seconds",
-        "When GitHub's current rate-limit window resets (Unix time).",
-        ["resource"],
-        lambda: {(resource,): status.reset_at.timestamp() for resource, status in book.snapshot().items()},
-    )
+    if isinstance(tracker, GitHubTracker):
+        register_rate_limit_gauges(registry, upstream="github", read=tracker.rate_limits.snapshot)
 
 
 @asynccontextmanager

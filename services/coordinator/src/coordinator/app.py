@@ -12,12 +12,15 @@ from agent_grid_contracts.public_nudges import Nudge
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime, running_consumers
 from agent_grid_runtime.public_sqs import Consumer, Handlers
+from agent_grid_runtime.public_stopping import server_stopping
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import open_github_tracker
 from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
 
 from coordinator.api.public_api import build_api_router
+from coordinator.api.public_auth import ApiAuth
+from coordinator.dashboard.public_dashboard import build_dashboard_router
 from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
 from coordinator.ledger.public_ledger import open_ledger
@@ -73,6 +76,17 @@ def create_app(
                     runtime.transport,
                     runtime.queues,
                     cancel_tree=coordinator.cancel_tree,
+                )
+            )
+            app.include_router(
+                build_dashboard_router(
+                    ledger=ledger,
+                    policy=settings.policy,
+                    auth=ApiAuth(settings.api.token),
+                    settings=settings.dashboard,
+                    transport=runtime.transport,
+                    queues=runtime.queues,
+                    stopping=server_stopping(app),
                 )
             )
             app.include_router(

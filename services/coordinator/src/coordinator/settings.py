@@ -10,6 +10,7 @@ from agent_grid_tracker.public_github import GitHubSettings
 from pydantic import Field
 
 from coordinator.api.public_api import ApiSettings
+from coordinator.dashboard.public_dashboard import DashboardSettings
 from coordinator.decisions.public_policy import Policy
 from coordinator.tools.public_api import ToolsSettings
 
@@ -33,6 +34,8 @@ class Settings(BaseServiceSettings):
     sweep_interval_s: Annotated[float, Field(gt=0)] = 30.0
     # The /api bearer token (COORDINATOR_API__TOKEN); unset refuses every /api call.
     api: ApiSettings = ApiSettings()
+    # The dashboard at /dashboard (signs in with the API token): sessions, the event stream's polling.
+    dashboard: DashboardSettings = DashboardSettings()
     # The agent tools (/tools/v1): the run token secret shared with the grid workers
     # (COORDINATOR_TOOLS__RUN_TOKEN_SECRET, at least 16 bytes); unset answers every tools call 503.
     tools: ToolsSettings = ToolsSettings()

@@ -1,10 +1,9 @@
 """The coordinator's HTTP API (under ``/api``): runs, trees, the rules in force, queues, and the controls.
 
-Token-protected (``Authorization: Bearer <COORDINATOR_API__TOKEN>``); without a configured token every call
-is refused. It is what the dashboard will read; OpenAPI at ``/docs``.
+Token-protected (``Authorization: Bearer <COORDINATOR_API__TOKEN>``, or the dashboard's session cookie: see
+``public_auth``); without a configured token every call is refused. OpenAPI at ``/docs``.
 """
 
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime
@@ -16,10 +15,11 @@ from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from coordinator.api.public_auth import ApiAuth
 from coordinator.decisions.public_policy import Policy
 from coordinator.ledger.public_ledger import Ledger, RunRecord
 
-__all__ = ["ApiSettings", "TreeCanceller", "build_api_router"]
+__all__ = ["ApiSettings", "RunOut", "TreeCanceller", "build_api_router"]
 
 # Stops every active run of a tree (by its root's key); returns how many CancelRun commands were delivered.
 type TreeCanceller = Callable[[str], Awaitable[int]]
@@ -91,14 +91,10 @@ def build_api_router(
         queues: the work queues.
         cancel_tree: stops the runs of a tree whose kill switch was just turned on.
     """
+    auth = ApiAuth(settings.token)
 
     def authorised(request: Request) -> None:
-        expected = settings.token.get_secret_value() if settings.token else None
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if expected is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the API is disabled: set COORDINATOR_API__TOKEN")
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token")
+        auth.check(request)
 
     router = APIRouter(prefix="/api", dependencies=[Depends(authorised)], tags=["coordinator"])
     _add_run_routes(router, ledger)

@@ -5,7 +5,7 @@ production (``postgresql+asyncpg://…``); the same SQL runs on both. Each write
 every write is idempotent, so a redelivered message changes nothing twice.
 """
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -39,6 +39,7 @@ __all__ = [
     "FinishedRun",
     "LaunchLimits",
     "Ledger",
+    "LedgerEvent",
     "NewRun",
     "PendingNudge",
     "RunEvent",
@@ -178,6 +179,17 @@ class PendingNudge:
 class RunEvent:
     """One transition of a run."""
 
+    at: datetime
+    kind: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class LedgerEvent:
+    """One transition of any run, numbered: ``id`` grows with every event the ledger records."""
+
+    id: int
+    run_id: str
     at: datetime
     kind: str
     detail: str
@@ -539,14 +551,22 @@ class Ledger:
             await _upsert(connection, trees, {"root_key": root_key}, set_={"killed": killed})
 
     async def runs(
-        self, *, repo: str | None = None, issue_key: str | None = None, states: Sequence[str] = (), limit: int = 100
+        self,
+        *,
+        repo: str | None = None,
+        issue_key: str | None = None,
+        root_key: str | None = None,
+        states: Sequence[str] = (),
+        limit: int = 100,
     ) -> list[RunRecord]:
-        """Runs, newest first, filtered."""
+        """Runs, newest first, filtered (``root_key``: the runs of one issue tree)."""
         query = sa.select(runs).order_by(runs.c.created_at.desc()).limit(limit)
         if repo:
             query = query.where(runs.c.repo == repo)
         if issue_key:
             query = query.where(runs.c.issue_key == issue_key)
+        if root_key:
+            query = query.where(runs.c.root_key == root_key)
         if states:
             query = query.where(runs.c.state.in_(list(states)))
         async with self._engine.connect() as connection:
@@ -568,6 +588,34 @@ class Ledger:
         async with self._engine.connect() as connection:
             row = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
         return _record(row) if row is not None else None
+
+    async def run_records(self, run_ids: Collection[str]) -> list[RunRecord]:
+        """The runs with these ids that exist (primary-key lookups), in no particular order."""
+        if not run_ids:
+            return []
+        async with self._engine.connect() as connection:
+            found = await connection.execute(sa.select(runs).where(runs.c.run_id.in_(list(run_ids))))
+            return [_record(row) for row in found]
+
+    async def events_after(self, after_id: int, *, limit: int, also: Collection[int] = ()) -> list[LedgerEvent]:
+        """Events numbered above ``after_id`` (at most ``limit``), plus those numbered ``also``; by number.
+
+        A range of the primary key, so following the ledger costs the same however long its history. ``also``
+        is for numbers skipped earlier: on PostgreSQL a transaction that began first may commit after a later
+        one, so a number can show up behind a higher one (or never, after a rollback).
+        """
+        wanted = run_events.c.id > after_id
+        if also:
+            wanted = sa.or_(wanted, run_events.c.id.in_(list(also)))
+        query = sa.select(run_events).where(wanted).order_by(run_events.c.id).limit(limit + len(also))
+        async with self._engine.connect() as connection:
+            rows = await connection.execute(query)
+            return [LedgerEvent(e.id, e.run_id, _aware(e.at) or e.at, e.kind, e.detail) for e in rows]
+
+    async def last_event_id(self) -> int:
+        """The number of the latest event, 0 when there is none (the primary key's maximum: one index lookup)."""
+        async with self._engine.connect() as connection:
+            return int(await connection.scalar(sa.select(sa.func.max(run_events.c.id))) or 0)
 
     async def reserve_sub_issues(self, run_id: str, count: int, *, cap: int) -> int | None:
         """Count ``count`` more sub-issues against the active run unless that takes it past ``cap``.

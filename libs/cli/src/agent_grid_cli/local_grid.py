@@ -396,6 +396,9 @@ def run_local_grid(broker: EmbeddedBroker, *, keep_broker: bool = False, demo: b
                 f"(repo demo/widgets; as a person: Authorization: token {LOCAL_HUMAN_TOKEN})",
                 flush=True,
             )
+            coordinator_port = base.get("COORDINATOR_HTTP__PORT", "8002")
+            api_token = base.get("COORDINATOR_API__TOKEN", LOCAL_API_TOKEN)
+            print(f"dashboard: http://127.0.0.1:{coordinator_port}/dashboard?token={api_token}", flush=True)
             if demo:
                 narrator = DemoNarrator(base, lambda text: print(f"{'demo':>14} | {text}", flush=True))
                 narrator.start()

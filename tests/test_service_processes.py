@@ -53,9 +53,11 @@ def test_service_process_is_healthy_and_stops_gracefully_on_sigterm(
             time.sleep(0.1)
         assert health is not None, (tmp_path / "service.log").read_text()
         assert health.status_code == 200, health.text
-        assert "agent_grid_" in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text or command.endswith(
-            "issue-tracker"
-        )
+        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        # Each service reads every queue's depth from the broker when scraped.
+        assert "agent_grid_broker_up 1.0" in metrics, metrics
+        assert 'agent_grid_queue_messages{queue="nudges",state="visible"} 0.0' in metrics, metrics
+        assert 'agent_grid_dead_letter_messages{queue="lifecycle"} 0.0' in metrics, metrics
 
         process.send_signal(signal.SIGTERM)
         # uvicorn re-raises SIGTERM after its graceful shutdown, so "killed by SIGTERM" is a clean exit too.

@@ -1,9 +1,11 @@
 """The demo that `make run` plays, end to end and headless: every service a real process, the demo agent
-acting through the agent tools, and the final state read back from the GitHub stand-in and the ledger.
+acting through the agent tools, the dashboard watched in headless Chromium while it happens, and the final
+state read back from the GitHub stand-in and the ledger.
 
 alice opens an epic of three ordered steps (the second and third each blocked by the one before) and an issue
 whose agent runs away. The epic must be planned into sub-issues, the children worked one after the other,
 the epic closed by a management run; the runaway stopped at its token budget and handed to a person.
+Screenshots of the dashboard are left in ``.local/artifacts/`` (``demo-*.png``).
 """
 
 import itertools
@@ -13,13 +15,26 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Page, expect, sync_playwright
 
-from .local_grid_harness import ALICE, API, LocalGrid, running_local_grid
+from .local_grid_harness import ALICE, API, REPO_ROOT, LocalGrid, healthy, running_local_grid
 
 pytestmark = [pytest.mark.connected, pytest.mark.slow]
 
 EPIC, RUNAWAY = 1, 2
 TOKEN_CAP = 250_000  # make run's COORDINATOR_POLICY__CAPS__MAX_TOKENS_PER_RUN
+ARTIFACTS = REPO_ROOT / ".local" / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (`make browser`); playwright cannot download its own here
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _issue(grid: LocalGrid, number: int) -> dict[str, Any]:
@@ -43,8 +58,18 @@ def _labels(issue: dict[str, Any]) -> set[str]:
 
 
 def test_the_demo_plans_works_in_order_closes_the_epic_and_stops_the_runaway(tmp_path: Path) -> None:
-    with running_local_grid(tmp_path) as grid:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs it (Debian's chromium)")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with running_local_grid(tmp_path) as grid, sync_playwright() as playwright:
         started = time.monotonic()
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        grid.wait_for(lambda: healthy(grid.ports["COORDINATOR_"]), 90, "the coordinator")
+        page.goto(f"{grid.coordinator}/dashboard?token=local-dev-api-token")
+        expect(page.locator("#live")).to_have_text("live", timeout=30_000)
+        seen_at_load = set(page.locator("#runs tr[data-run-id]").evaluate_all("rows => rows.map(r => r.dataset.runId)"))
+
         grid.wait_for(lambda: "alice opened demo/widgets#2" in grid.log(), 90, "the demo issues")
         opened = time.monotonic()
         grid.wait_for(lambda: "needs-human" in _labels(_issue(grid, RUNAWAY)), 60, "the runaway's escalation")
@@ -65,6 +90,10 @@ def test_the_demo_plans_works_in_order_closes_the_epic_and_stops_the_runaway(tmp
         runs = _runs(grid)
         runaway = _issue(grid, RUNAWAY)
         comments = {number: _get(grid, f"/repos/demo/widgets/issues/{number}/comments") for number in (EPIC, RUNAWAY)}
+
+        # The dashboard followed along without a reload: runs it had not seen appeared and ended there.
+        _dashboard_shows_the_demo(page, runs, seen_at_load)
+        browser.close()
         assert grid.stop() == 0
 
     print(
@@ -114,3 +143,17 @@ def test_the_demo_plans_works_in_order_closes_the_epic_and_stops_the_runaway(tmp
         statuses = [comment for comment in found if "**agent-grid** ·" in comment["body"]]
         assert len(statuses) == 1, (number, [comment["body"][:80] for comment in found])
     assert "budget_exhausted" in next(c["body"] for c in comments[RUNAWAY] if "**agent-grid** ·" in c["body"])
+
+
+def _dashboard_shows_the_demo(page: Page, runs: list[dict[str, Any]], seen_at_load: set[str]) -> None:
+    appeared = [run for run in runs if run["run_id"] not in seen_at_load]
+    assert appeared, "the page was loaded before the demo's runs began"
+    for run in appeared:
+        badge = page.locator(f"#runs tr[data-run-id='{run['run_id']}'] .badge")
+        expect(badge).to_have_text(f"exited · {run['exit_reason']}", timeout=15_000)
+    page.screenshot(path=str(ARTIFACTS / "demo-runs.png"), full_page=True)
+    page.goto(page.url.split("/dashboard")[0] + f"/dashboard/trees/demo/widgets/{EPIC}")
+    expect(page.locator("h1")).to_contain_text(f"demo/widgets#{EPIC}")
+    expect(page.locator("table.nodes tr[data-issue]")).to_have_count(4)  # the epic and its three steps
+    page.screenshot(path=str(ARTIFACTS / "demo-tree.png"), full_page=True)
+    print(f"\ndemo: dashboard screenshots in {ARTIFACTS / 'demo-runs.png'} and {ARTIFACTS / 'demo-tree.png'}")

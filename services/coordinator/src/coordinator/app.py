@@ -11,7 +11,7 @@ from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, A
 from agent_grid_contracts.public_nudges import Nudge
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime, running_consumers
-from agent_grid_runtime.public_sqs import Consumer, Handlers
+from agent_grid_runtime.public_sqs import CoalescingPublisher, Consumer, Handlers
 from agent_grid_runtime.public_stopping import server_stopping
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import open_github_tracker
@@ -23,6 +23,7 @@ from coordinator.api.public_auth import ApiAuth
 from coordinator.dashboard.public_dashboard import build_dashboard_router
 from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
+from coordinator.handling.public_outbox import OutboxWriter
 from coordinator.ledger.public_ledger import open_ledger
 from coordinator.settings import Settings
 from coordinator.tools.public_api import build_tools_router
@@ -48,13 +49,24 @@ def create_app(
             runtime = await stack.enter_async_context(
                 open_service_runtime(settings, service=SERVICE, transport=transport)
             )
+            # GitHub writes leave the handlers' path: the writer makes them, at the tracker's pace, from the
+            # ledger's outbox (stopped after the consumers, so it takes what their last messages wished for).
+            writer = await stack.enter_async_context(
+                OutboxWriter(ledger, the_tracker, settings.policy, settings.outbox).running()
+            )
+            # Concurrent handlers' launches share SendMessageBatch calls; each handler still returns only once
+            # its own launch is on the broker.
+            launches = await stack.enter_async_context(
+                CoalescingPublisher(runtime.publisher(QueueName.LAUNCHES)).running()
+            )
             coordinator = Coordinator(
                 tracker=the_tracker,
                 ledger=ledger,
-                launches=runtime.publisher(QueueName.LAUNCHES),
+                launches=launches,
                 nudges=runtime.publisher(QueueName.NUDGES),
                 policy=settings.policy,
                 cancels=RunCanceller(transport=runtime.transport, queues=settings.queues, producer=SERVICE),
+                wake_writer=writer.wake,
             )
             nudges = runtime.consumer(
                 QueueName.NUDGES, Handlers().on(Nudge, coordinator.on_nudge), settings.nudge_consumer

@@ -12,6 +12,7 @@ from pydantic import Field
 from coordinator.api.public_api import ApiSettings
 from coordinator.dashboard.public_dashboard import DashboardSettings
 from coordinator.decisions.public_policy import Policy
+from coordinator.handling.public_outbox import OutboxSettings
 from coordinator.tools.public_api import ToolsSettings
 
 
@@ -32,6 +33,8 @@ class Settings(BaseServiceSettings):
     # A run not heard from (no start, heartbeat or exit) for this long is declared lost and its lease released.
     lost_after_s: Annotated[float, Field(gt=0)] = 600.0
     sweep_interval_s: Annotated[float, Field(gt=0)] = 30.0
+    # The writer of GitHub writes (status comments, assignees, labels, roll-ups) from the ledger's outbox.
+    outbox: OutboxSettings = OutboxSettings()
     # The /api bearer token (COORDINATOR_API__TOKEN); unset refuses every /api call.
     api: ApiSettings = ApiSettings()
     # The dashboard at /dashboard (signs in with the API token): sessions, the event stream's polling.

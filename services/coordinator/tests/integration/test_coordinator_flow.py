@@ -30,6 +30,7 @@ from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open
 from coordinator.api.public_api import ApiSettings
 from coordinator.app import create_app
 from coordinator.decisions.public_policy import Caps, Policy
+from coordinator.handling.public_outbox import OutboxSettings
 from coordinator.settings import Settings
 from pydantic import SecretStr
 from structlog.testing import capture_logs
@@ -76,6 +77,13 @@ class Grid:
                 if depth.visible + depth.in_flight + depth.delayed == 0:
                     return
                 await asyncio.sleep(0.05)
+
+    async def written(self, *, timeout_s: float = 10.0) -> None:
+        """Wait until the coordinator's outbox has written every GitHub write decided so far."""
+        assert self.api is not None
+        async with asyncio.timeout(timeout_s):
+            while (await self.api.get("/api/outbox")).json()["pending"]:
+                await asyncio.sleep(0.02)
 
     async def control_queue(self, worker_id: str) -> str:
         """A fake grid worker's control queue, created as the worker does at start."""
@@ -201,6 +209,7 @@ async def test_a_trusted_nudge_launches_once_and_the_run_is_recorded_and_reporte
         "alice",
     )
     assert launch.limits.max_cost_usd == 5.0
+    await grid.written()
     assert await grid.assignees(issue.number) == (BOT,)
     assert "running" in (await grid.comments(issue.number))[-1]
 
@@ -217,6 +226,7 @@ async def test_a_trusted_nudge_launches_once_and_the_run_is_recorded_and_reporte
     await grid.lifecycle(exited)
     await grid.lifecycle(exited)  # a redelivered exit changes nothing
     await grid.drain(grid.queues.nudges.url, wait_s=3)
+    await grid.written()
 
     comments = await grid.comments(issue.number)
     assert len(comments) == 1  # one sticky status comment, updated in place
@@ -231,6 +241,7 @@ async def test_untrusted_text_never_launches_and_a_human_assignee_keeps_the_issu
     await grid.nudge(stranger.number, actor=MALLORY, reason=NudgeReason.COMMENT_MENTION)
     await grid.nudge(taken.number)
     assert await grid.drain(grid.queues.launches.url) == []
+    await grid.written()
     assert await grid.comments(stranger.number) == []
     assert await grid.comments(taken.number) == []
 
@@ -246,6 +257,7 @@ async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Gri
     await grid.nudge(first.number)
     [launch] = await grid.drain(grid.queues.launches.url)
     assert launch.issue.number == first.number
+    await grid.written()
     assert "waiting" in (await grid.comments(second.number))[-1]
 
     await grid.lifecycle(
@@ -259,6 +271,7 @@ async def test_a_finished_child_nudges_its_next_sibling_and_its_parent(grid: Gri
         RunMode.MANAGE,
         "alice",
     )
+    await grid.written()
     assert "waiting" in (await grid.comments(second.number))[-1]
 
     # The root's description carries the tree's roll-up between agent-grid's markers.
@@ -282,6 +295,7 @@ async def test_a_run_stopped_at_its_budget_holds_the_issue_for_a_person_until_th
         )
     )
     await grid.settle()
+    await grid.written()
     issue = await grid.tracker.get_issue(launch.issue)
     assert "needs-human" in issue.labels
     assert "needs-human" in (await grid.comments(number))[-1]
@@ -526,3 +540,52 @@ async def test_a_cancel_for_a_worker_without_a_control_queue_is_logged_and_the_e
     outcomes = [line["outcome"] for line in logs if line["event"] == "message_processed"]
     assert outcomes == ["handled"]
     assert (await grid.run(launch.run_id))["state"] == "running"
+
+
+async def test_a_restart_between_a_decision_and_its_github_writes_still_writes_them_once(
+    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+) -> None:
+    github, token = seeded_github()
+    issue = github.add_issue("octo", "widgets", "Do it", author="alice", labels=["agent-grid"])
+    # GitHub is down for the coordinator's writes to the issue (comments, assignees) for the first process's life.
+    github.fail_next("POST", f"/repos/octo/widgets/issues/{issue.number}/", count=100_000)
+    async with (
+        serve_github(github) as running,
+        open_github_tracker(GitHubSettings(api_url=running.base_url, token=SecretStr(token))) as tracker,
+    ):
+        settings = coordinator_settings(
+            running.base_url,
+            token,
+            aws_settings,
+            queue_settings,
+            tmp_path,
+            api=ApiSettings(token=SecretStr(API_TOKEN)),
+            outbox=OutboxSettings(retry_initial_s=0.05, retry_max_s=0.2),
+        )
+        queues = await resolve_queues(sqs, queue_settings)
+        for attempt in ("before the restart", "after it"):
+            app = create_app(settings)
+            async with (
+                app.router.lifespan_context(app),
+                httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app),
+                    base_url="http://coordinator",
+                    headers={"Authorization": f"Bearer {API_TOKEN}"},
+                ) as api,
+            ):
+                grid = Grid(github, tracker, sqs, queues, api=api)
+                if attempt == "before the restart":
+                    await grid.nudge(issue.number)
+                    [launch] = await grid.drain(queues.launches.url)
+                    async with asyncio.timeout(10):  # the writer tried, and GitHub refused
+                        while (await api.get("/api/outbox")).json()["failing"] < 2:
+                            await asyncio.sleep(0.02)
+                    assert await grid.comments(issue.number) == []
+                    continue  # the process stops: its unwritten writes stay in the ledger
+                github.clear_faults()
+                await grid.written()
+                comments = await grid.comments(issue.number)
+                assert len(comments) == 1  # one status comment, written once
+                assert "running" in comments[0]
+                assert launch.run_id in comments[0]
+                assert await grid.assignees(issue.number) == (BOT,)

@@ -15,14 +15,18 @@ from agent_grid_contracts.public_lifecycle import ExitReason
 from coordinator.decisions.public_facts import LedgerFacts
 from coordinator.ledger.public_ledger import (
     ActiveRun,
+    Changes,
     Claim,
     ClaimResult,
+    FactsScope,
     LaunchLimits,
     Ledger,
     NewRun,
     StartOutcome,
+    WaitingNudge,
     open_ledger,
 )
+from coordinator.ledger.public_outbox import OutboxBacklog, OutboxEntry
 from sqlalchemy.ext.asyncio import create_async_engine
 
 STARTED = StartOutcome.STARTED
@@ -327,3 +331,86 @@ async def test_a_ledger_from_before_the_sub_issue_count_is_migrated(ledger_url: 
         record = await migrated.run_record("old")
         assert record is not None
         assert record.sub_issues_created == 2
+
+
+async def test_the_outbox_keeps_the_latest_wish_per_issue_and_key_and_gives_each_to_one_writer(ledger: Ledger) -> None:
+    outbox, issue = ledger.outbox, "github:octo/widgets#7"
+    await outbox.enqueue(
+        [OutboxEntry(issue, "status", "waiting"), OutboxEntry(issue, "assignee:bot", "assign")], now=NOW
+    )
+    await outbox.enqueue([OutboxEntry(issue, "status", "running")], now=NOW + timedelta(seconds=1))
+    assert await outbox.pending(issue) == {"status": "running", "assignee:bot": "assign"}  # coalesced
+    assert await outbox.backlog() == OutboxBacklog(pending=2, failing=0, oldest_enqueued_at=NOW)
+
+    # Two writers (two coordinators) claim at once: each wish goes to one of them.
+    later, until = NOW + timedelta(seconds=2), NOW + timedelta(minutes=2)
+    claims = await asyncio.gather(*(outbox.claim(claimer=f"w{n}", now=later, until=until, limit=10) for n in range(2)))
+    claimed = [write for claim in claims for write in claim]
+    assert sorted(write.key for write in claimed) == ["assignee:bot", "status"]
+    assert await outbox.claim(claimer="w3", now=later, until=until, limit=10) == []
+    status = next(write for write in claimed if write.key == "status")
+    assign = next(write for write in claimed if write.key == "assignee:bot")
+
+    # A newer wish arrives while the older one is being written: completing the older keeps the newer, due at once.
+    await outbox.enqueue([OutboxEntry(issue, "status", "ended")], now=later)
+    assert not await outbox.complete(status)
+    [newer] = await outbox.claim(claimer="w1", now=later, until=until, limit=10)
+    assert (newer.payload, newer.version) == ("ended", status.version + 1)
+    assert await outbox.complete(newer)
+
+    # A failed write comes back when it is due, its attempts counted.
+    await outbox.retry(assign, due_at=NOW + timedelta(seconds=30), error="GitHub answered 502")
+    assert (await outbox.backlog()).failing == 1
+    assert await outbox.claim(claimer="w1", now=NOW + timedelta(seconds=29), until=until, limit=10) == []
+    assert await outbox.next_due_at() == NOW + timedelta(seconds=30)
+    [again] = await outbox.claim(claimer="w1", now=NOW + timedelta(seconds=30), until=until, limit=10)
+    assert (again.payload, again.attempts) == ("assign", 1)
+
+    # A writer that stops mid-write gives its claims back; a claim whose writer vanished expires.
+    await outbox.release("w1")
+    [back] = await outbox.claim(claimer="w2", now=NOW + timedelta(seconds=31), until=until, limit=10)
+    assert back.key == "assignee:bot"
+    [expired] = await outbox.claim(
+        claimer="w3", now=until + timedelta(seconds=1), until=until + timedelta(minutes=2), limit=10
+    )
+    assert expired.key == "assignee:bot"
+    assert await outbox.complete(expired)
+    assert await outbox.backlog() == OutboxBacklog(pending=0, failing=0, oldest_enqueued_at=None)
+
+
+async def test_a_decision_reads_takes_the_lease_and_queues_its_github_writes_in_one_transaction(ledger: Ledger) -> None:
+    scope = FactsScope(
+        issue_key="github:octo/widgets#7",
+        repo="octo/widgets",
+        root_key=ROOT,
+        agent_kind="claude_code",
+        today=NOW.date(),
+    )
+    limits = LaunchLimits(
+        max_active_runs=1,
+        max_active_runs_per_repo=1,
+        max_active_runs_per_tree=1,
+        max_active_runs_of_kind=None,
+        max_runs_per_issue=5,
+        max_runs_per_tree=40,
+    )
+    write = OutboxEntry(scope.issue_key, "status", "running")
+
+    def launch(facts: LedgerFacts) -> tuple[str, Changes]:
+        if facts.active_total:
+            return "wait", Changes(remember=WaitingNudge(NOW, None))
+        return "launch", Changes(run=new_run(f"run-{uuid.uuid4().hex[:6]}"), writes=(write,))
+
+    decided = await asyncio.gather(*(ledger.decide(scope, launch, now=NOW, limits=limits) for _ in range(4)))
+    started = [d for d in decided if d.started is STARTED]
+    assert len(started) == 1  # one launch; the others saw it (SQLite) or lost the race to it (PostgreSQL)
+    assert all(d.started in (None, StartOutcome.LEASE_TAKEN, StartOutcome.AT_CAP) for d in decided if d not in started)
+    assert (await facts(ledger)).active_run_on_issue == started[0].run.run_id  # type: ignore[union-attr]
+    assert await ledger.outbox.pending(scope.issue_key) == {"status": "running"}
+
+    def refuse(_facts: LedgerFacts) -> tuple[str, Changes]:
+        return "launch", Changes(run=new_run("run-late"), writes=(OutboxEntry(scope.issue_key, "status", "x"),))
+
+    lost = await ledger.decide(scope, refuse, now=NOW, limits=limits)
+    assert lost.started in (StartOutcome.LEASE_TAKEN, StartOutcome.AT_CAP)
+    assert await ledger.outbox.pending(scope.issue_key) == {"status": "running"}  # a lost launch reports nothing

@@ -88,14 +88,20 @@ class Grid:
         pytest.fail(f"unexpected launches: {extra}")
 
     async def run_on(self, issue: SeededIssue) -> tuple[LaunchAgent, str]:
-        """A run on ``issue`` launched by alice's nudge, once the coordinator has written its status, and its token."""
+        """A run on ``issue`` launched by alice's nudge, once the coordinator has written to GitHub, and its token."""
         await self.nudge(issue.number)
         [launch] = await self.launches()
         assert launch.issue.number == issue.number
-        async with asyncio.timeout(10):  # the status comment is the launch's last write
-            while not any("running" in body for body in await self.comments(issue.number)):
-                await asyncio.sleep(0.05)
+        await self.written()
         return launch, token_for(launch.run_id)
+
+    async def written(self) -> None:
+        """Wait until the coordinator's outbox has written every GitHub write decided so far."""
+        async with asyncio.timeout(10):
+            while (await self.http.get("/api/outbox", headers={"Authorization": f"Bearer {API_TOKEN}"})).json()[
+                "pending"
+            ]:
+                await asyncio.sleep(0.02)
 
     async def view(self, number: int) -> IssueView:
         return await self.tracker.view(IssueRef(repo=REPO, number=number), comments=100)

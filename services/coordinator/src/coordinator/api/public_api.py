@@ -59,6 +59,14 @@ class RunDetail(RunOut):
     events: list[dict[str, Any]]
 
 
+class OutboxOut(BaseModel):
+    """The GitHub writes not yet written: how many, how many failed at least once, since when the oldest waits."""
+
+    pending: int
+    failing: int
+    oldest_enqueued_at: datetime | None
+
+
 class TreeOut(BaseModel):
     """An issue tree's roll-up against its budget."""
 
@@ -190,6 +198,14 @@ def _add_control_routes(
                 depth = await transport.depth(url)
                 depths[label] = {"visible": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
         return depths
+
+    @router.get("/outbox")
+    async def outbox() -> OutboxOut:
+        """GitHub writes decided but not yet written (status comments, assignees, labels, roll-ups)."""
+        backlog = await ledger.outbox.backlog()
+        return OutboxOut(
+            pending=backlog.pending, failing=backlog.failing, oldest_enqueued_at=backlog.oldest_enqueued_at
+        )
 
 
 def _issue_key(text: str) -> str:

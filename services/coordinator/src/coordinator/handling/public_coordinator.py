@@ -1,10 +1,11 @@
 """The coordinator's message handling: nudges become decisions, lifecycle events move runs along.
 
-Thin adapters around the pure decision: read the issue (tracker) and the counts (ledger), decide, then
-act in an order that survives a crash at any point. A launch takes the ledger's lease before the launch
-command is published, so a redelivered nudge finds the lease taken; a crash between the two leaves a run
-``launching`` that the sweep declares lost, releasing the lease. GitHub writes (status comment,
-assignee, labels) come last and are best effort: GitHub shows state, the ledger owns it.
+Thin adapters around the pure decision: read the issue (tracker), then one ledger transaction reads the
+counts, decides, takes the lease and records the GitHub writes that report the decision (the outbox); then
+the launch is published. A redelivered nudge finds the lease taken; a crash before the publish leaves a run
+``launching`` that the sweep declares lost, releasing the lease. GitHub writes (status comment, assignee,
+labels, the roll-up) are never made on the handler's path: the outbox's writer makes them at GitHub's pace,
+and a restart loses none. GitHub shows state, the ledger owns it.
 
 Runs are stopped with ``CancelRun`` to the worker that holds them: when the kill switch is turned on for
 their tree, and when a worker reports a run the ledger does not hold on it (unknown, already ended, or held
@@ -12,9 +13,10 @@ by another worker), so one run id never has two processes and a run the ledger e
 """
 
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
 import structlog
 from agent_grid_contracts.public_envelope import Envelope, wrap
@@ -40,9 +42,23 @@ from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdic
 from coordinator.handling import status
 from coordinator.handling.facts import issue_facts
 from coordinator.handling.public_cancelling import RunCanceller
-from coordinator.ledger.public_ledger import Claim, ClaimResult, LaunchLimits, Ledger, NewRun, StartOutcome
+from coordinator.handling.writes import AssigneeWish, LabelWish, RollUpWish, StatusWish, entry, ref_of_key
+from coordinator.ledger.public_ledger import (
+    Changes,
+    Claim,
+    ClaimResult,
+    Decided,
+    FactsScope,
+    FinishedRun,
+    LaunchLimits,
+    Ledger,
+    NewRun,
+    StartOutcome,
+    WaitingNudge,
+)
+from coordinator.ledger.public_outbox import OutboxEntry
 
-__all__ = ["Coordinator"]
+__all__ = ["Coordinator", "LaunchPublisher"]
 
 _log = structlog.get_logger(__name__)
 _MAX_SQS_DELAY_S = 900
@@ -55,17 +71,29 @@ _TREE_KILLED = "tree killed by the kill switch"
 _ISSUE_KILLED = "the issue carries the kill label"
 
 
+class LaunchPublisher(Protocol):
+    """Where launch commands go: a :class:`Publisher`, or a ``CoalescingPublisher`` sharing batches."""
+
+    async def publish(self, envelope: Envelope[Any]) -> None:
+        """Return once the broker has the command; raise ``PublishError`` otherwise."""
+        ...
+
+
 @dataclass
 class Coordinator:
-    """Decides on nudges and records lifecycle events. One instance per process; stateless between messages."""
+    """Decides on nudges and records lifecycle events. One instance per process; stateless between messages.
+
+    ``wake_writer`` is told whenever GitHub writes were added to the outbox (the writer's ``wake``).
+    """
 
     tracker: Tracker
     ledger: Ledger
-    launches: Publisher
+    launches: LaunchPublisher
     nudges: Publisher
     policy: Policy
     cancels: RunCanceller
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    wake_writer: Callable[[], None] = field(default=lambda: None)
 
     async def on_nudge(self, envelope: Envelope[Nudge], context: MessageContext) -> None:
         """Decide whether the nudged issue gets a run now, and act on the verdict."""
@@ -77,16 +105,11 @@ class Coordinator:
             return
         facts = issue_facts(view, ancestors)
         now = self.clock()
-        ledger_facts = await self.ledger.facts(
-            issue_key=facts.ref.key,
-            repo=facts.ref.repo,
-            root_key=facts.root.key,
-            agent_kind=self.policy.agent_kind,
-            today=now.date(),
-        )
+        trigger = Trigger(nudge.reason, nudge.actor)
+        decided = await self._decide(facts, trigger, envelope, now)
+        verdict = decided.verdict
         # The decision refuses new launches under the kill switch; what already runs there is stopped here.
-        await self._stop_killed(facts, ledger_facts, envelope)
-        verdict = decide_launch(facts, ledger_facts, Trigger(nudge.reason, nudge.actor), self.policy, now)
+        await self._stop_killed(facts, decided.facts, envelope)
         _log.info(
             "nudge_decided",
             issue=facts.ref.key,
@@ -95,7 +118,7 @@ class Coordinator:
             detail=_detail(verdict),
             receive_count=context.receive_count,
         )
-        await self._act(verdict, envelope, view, facts.root, now)
+        await self._act(decided, envelope, facts.ref, facts.root, now)
 
     async def on_started(self, envelope: Envelope[AgentStarted], _context: MessageContext) -> None:
         """The grid started the run; a start the ledger does not record, or a run that must stop, is cancelled."""
@@ -167,7 +190,7 @@ class Coordinator:
         interval = timedelta(seconds=self.policy.management.resume_interval_s)
         due = await self.ledger.due_for_management(last_before=self.clock() - interval)
         for key in due:
-            await self._nudge(_ref_of_key(key), NudgeReason.MANAGEMENT_DUE, "periodic resumption")
+            await self._nudge(ref_of_key(key), NudgeReason.MANAGEMENT_DUE, "periodic resumption")
         return len(due)
 
     async def _stop_killed(self, facts: IssueFacts, ledger_facts: LedgerFacts, envelope: Envelope[Nudge]) -> None:
@@ -209,54 +232,89 @@ class Coordinator:
             raise RetryLater(30, f"tracker unavailable: {error}") from error
         return view, ancestors
 
-    async def _act(
-        self, verdict: Verdict, envelope: Envelope[Nudge], view: IssueView, root: IssueRef, now: datetime
-    ) -> None:
-        ref = view.issue.ref
+    async def _decide(
+        self, facts: IssueFacts, trigger: Trigger, envelope: Envelope[Nudge], now: datetime
+    ) -> Decided[Verdict]:
+        """One ledger transaction: the counts read, the pure decision, the lease, the outbox's GitHub writes."""
+        scope = FactsScope(
+            issue_key=facts.ref.key,
+            repo=facts.ref.repo,
+            root_key=facts.root.key,
+            agent_kind=self.policy.agent_kind,
+            today=now.date(),
+        )
+
+        def plan(ledger_facts: LedgerFacts) -> tuple[Verdict, Changes]:
+            verdict = decide_launch(facts, ledger_facts, trigger, self.policy, now)
+            return verdict, self._changes(verdict, facts, envelope, now)
+
+        return await self.ledger.decide(scope, plan, now=now, limits=self._limits())
+
+    def _changes(self, verdict: Verdict, facts: IssueFacts, envelope: Envelope[Nudge], now: datetime) -> Changes:
+        """What the verdict changes in the ledger, and the GitHub writes that say so (pure)."""
+        ref = facts.ref
+        waiting = WaitingNudge(sent_at=envelope.occurred_at, actor=envelope.body.actor)
         match verdict:
             case Launch():
-                await self._launch(verdict, envelope, ref, root, now)
+                run = NewRun(
+                    run_id=f"run-{uuid.uuid4().hex[:20]}",
+                    issue_key=ref.key,
+                    repo=ref.repo,
+                    root_key=facts.root.key,
+                    mode=verdict.mode.value,
+                    agent_kind=verdict.agent_kind,
+                    authorised_by=verdict.authorised_by,
+                    trigger_message_id=str(envelope.message_id),
+                )
+                launched = (
+                    entry(ref, StatusWish(body=status.launched(verdict, run.run_id, now))),
+                    entry(ref, AssigneeWish(login=self.policy.bot_login, assigned=True)),
+                    entry(facts.root, RollUpWish()),
+                )
+                return Changes(run=run, reset_failures=verdict.resets_failures, writes=launched)
             case Wait():
-                if verdict.reason in _REMEMBERED:
-                    await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at, actor=envelope.body.actor)
-                if verdict.reason is WaitReason.RESUMED_RECENTLY and verdict.not_before is not None:
-                    delay = int((verdict.not_before - now).total_seconds()) + 1
-                    await self._nudge(ref, NudgeReason.MANAGEMENT_DUE, "resume when allowed", delay_s=delay)
-                if verdict.reason is not WaitReason.RUN_IN_FLIGHT:
-                    await self._write_status(ref, status.waiting(verdict, now))
+                remember = waiting if verdict.reason in _REMEMBERED else None
+                if verdict.reason is WaitReason.RUN_IN_FLIGHT:
+                    return Changes(remember=remember)  # the run's own status stands
+                return Changes(remember=remember, writes=(entry(ref, StatusWish(body=status.waiting(verdict, now))),))
             case Refuse():
-                if verdict.escalate:
-                    await self._best_effort("escalate", self.tracker.add_labels(ref, (self.policy.needs_human_label,)))
-                text = status.refused(verdict, now, needs_human_label=self.policy.needs_human_label)
-                await self._write_status(ref, text)
+                label = self.policy.needs_human_label
+                text = status.refused(verdict, now, needs_human_label=label)
+                escalation = (entry(ref, LabelWish(name=label, present=True)),) if verdict.escalate else ()
+                return Changes(writes=(*escalation, entry(ref, StatusWish(body=text))))
             case Ignore():
-                if view.issue.state is IssueState.CLOSED:
-                    await self.ledger.stop_managing(ref.key)
+                return Changes(stop_managing=not facts.open)
+
+    async def _act(
+        self, decided: Decided[Verdict], envelope: Envelope[Nudge], ref: IssueRef, root: IssueRef, now: datetime
+    ) -> None:
+        verdict = decided.verdict
+        if isinstance(verdict, Launch):
+            await self._launch(decided, verdict, envelope, ref, root, now)
+        elif isinstance(verdict, Wait) and verdict.reason is WaitReason.RESUMED_RECENTLY and verdict.not_before:
+            delay = int((verdict.not_before - now).total_seconds()) + 1
+            await self._nudge(ref, NudgeReason.MANAGEMENT_DUE, "resume when allowed", delay_s=delay)
+        self.wake_writer()
 
     async def _launch(
-        self, verdict: Launch, envelope: Envelope[Nudge], ref: IssueRef, root: IssueRef, now: datetime
+        self,
+        decided: Decided[Verdict],
+        verdict: Launch,
+        envelope: Envelope[Nudge],
+        ref: IssueRef,
+        root: IssueRef,
+        now: datetime,
     ) -> None:
-        run_id = f"run-{uuid.uuid4().hex[:20]}"
-        run = NewRun(
-            run_id=run_id,
-            issue_key=ref.key,
-            repo=ref.repo,
-            root_key=root.key,
-            mode=verdict.mode.value,
-            agent_kind=verdict.agent_kind,
-            authorised_by=verdict.authorised_by,
-            trigger_message_id=str(envelope.message_id),
-        )
-        if verdict.resets_failures:
-            await self.ledger.reset_failures(ref.key)
-        outcome = await self.ledger.start_run(run, now=now, limits=self._limits())
-        if outcome is not StartOutcome.STARTED:
-            # Another launch took the issue's lease or the last slot since the decision read the counts.
+        if decided.started is not StartOutcome.STARTED:
+            # Another launch took the issue's lease or the last slot since the decision read the counts
+            # (PostgreSQL; on SQLite the decision's transaction held the write lock). Nothing was recorded.
             await self.ledger.remember_nudge(ref.key, sent_at=envelope.occurred_at, actor=envelope.body.actor)
-            _log.info("launch_lost_race", issue=ref.key, outcome=outcome.value)
+            _log.info("launch_lost_race", issue=ref.key, outcome=str(decided.started))
             return
+        run = decided.run
+        assert run is not None  # a started launch recorded its run
         launch = LaunchAgent(
-            run_id=run_id,
+            run_id=run.run_id,
             issue=ref,
             root_issue=root,
             mode=verdict.mode,
@@ -267,11 +325,18 @@ class Coordinator:
         try:
             await self.launches.publish(wrap(launch, producer="coordinator", cause=envelope))
         except PublishError as error:
-            await self.ledger.finish(run_id, reason=ExitReason.LAUNCH_FAILED, at=now, cost_usd=0, tokens=0)
+            # The nudge comes back and is decided afresh; the run that never left ends here, and its status
+            # and the bot's assignment are wished away again (newer wishes replace the launch's).
+            await self.ledger.finish(
+                run.run_id,
+                reason=ExitReason.LAUNCH_FAILED,
+                at=now,
+                cost_usd=0,
+                tokens=0,
+                writes=lambda finished: self._exit_writes(finished, ExitReason.LAUNCH_FAILED, now, ""),
+            )
             raise RetryLater(10, f"launch not published: {error}") from error
-        _log.info("run_launched", run_id=run_id, issue=ref.key, mode=verdict.mode.value)
-        await self._best_effort("assign the bot", self.tracker.add_assignees(ref, (self.policy.bot_login,)))
-        await self._write_status(ref, status.launched(verdict, run_id, now))
+        _log.info("run_launched", run_id=run.run_id, issue=ref.key, mode=verdict.mode.value)
 
     def _limits(self) -> LaunchLimits:
         caps = self.policy.caps
@@ -296,83 +361,78 @@ class Coordinator:
     ) -> bool:
         now = self.clock()
         ended = await self.ledger.finish(
-            run_id, reason=reason, at=now, cost_usd=cost_usd, tokens=tokens, summary=summary, worker_id=worker_id
+            run_id,
+            reason=reason,
+            at=now,
+            cost_usd=cost_usd,
+            tokens=tokens,
+            summary=summary,
+            worker_id=worker_id,
+            writes=lambda finished: self._exit_writes(finished, reason, now, summary),
         )
         if ended is None:
             return False  # already ended (a repeated or late exit changes nothing), or not this worker's run
+        self.wake_writer()
         run = ended.run
-        ref = _ref_of_key(run.issue_key)
         _log.info("run_ended", run_id=run_id, issue=run.issue_key, reason=reason.value, cost_usd=run.cost_usd)
-        await self._best_effort("unassign the bot", self.tracker.remove_assignees(ref, (self.policy.bot_login,)))
+        await self._follow_up(ref_of_key(run.issue_key), reason, run_began=run.created_at)
+        return True
+
+    def _exit_writes(self, ended: FinishedRun, reason: ExitReason, now: datetime, summary: str) -> list[OutboxEntry]:
+        """The GitHub writes that report a run's end: its status, the bot unassigned, escalation, the roll-up."""
+        run = ended.run
+        ref, root = ref_of_key(run.issue_key), ref_of_key(run.root_key)
         # A run stopped at its budget would spend as much again on a retry: a person decides (raise the
         # budget, rescope the issue) before anything else runs on it. So does a tripped circuit breaker.
         breaker_open = ended.consecutive_failures >= self.policy.caps.max_consecutive_failures
         escalate = reason is ExitReason.BUDGET_EXHAUSTED or breaker_open
         label = self.policy.needs_human_label if escalate else None
-        text = status.finished(run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label)
-        await self._write_status(ref, text)
+        text = status.finished(run.run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label)
+        found = [
+            entry(ref, StatusWish(body=text)),
+            entry(ref, AssigneeWish(login=self.policy.bot_login, assigned=False)),
+            entry(root, RollUpWish()),
+        ]
         if label is not None:
-            await self._best_effort("escalate", self.tracker.add_labels(ref, (label,)))
-        await self._follow_up(ref, reason, run_began=run.created_at)
-        await self._update_roll_up(_ref_of_key(run.root_key), now)
-        return True
-
-    async def _update_roll_up(self, root: IssueRef, now: datetime) -> None:
-        """Rewrite the tree block in the root's description (nothing is written when it did not change)."""
-        tree = await self.ledger.tree(root.key)
-        if tree is None:
-            return
-        try:
-            root_view = await self.tracker.view(root, comments=1)
-            block = status.tree_roll_up(root_view, tree, self.policy.caps, now)
-            await self.tracker.replace_body_block(root, status.ROLL_UP_KEY, block)
-        except TrackerError as error:
-            _log.warning("tracker_write_failed", what="tree roll-up", error=str(error))
+            found.append(entry(ref, LabelWish(name=label, present=True)))
+        return found
 
     async def _follow_up(self, ref: IssueRef, reason: ExitReason, *, run_began: datetime) -> None:
         """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent."""
+        nudges: list[Nudge] = []
         waited = await self.ledger.take_pending_nudge(ref.key, newer_than=run_began)
         if waited is not None or reason is ExitReason.LOST:
             actor = waited.actor if waited else None
-            await self._nudge(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended", actor=actor)
+            nudges.append(_nudge_of(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended", actor=actor))
         # A slot is free: the nudges that waited longest get another look, on behalf of whoever sent them.
         for pending in await self.ledger.take_oldest_pending(limit=_RELEASED_PER_EXIT):
-            issue = _ref_of_key(pending.issue_key)
-            await self._nudge(issue, NudgeReason.RUN_FINISHED, "a run slot was freed", actor=pending.actor)
+            issue = ref_of_key(pending.issue_key)
+            nudges.append(_nudge_of(issue, NudgeReason.RUN_FINISHED, "a run slot was freed", actor=pending.actor))
         try:
             view = await self.tracker.view(ref, comments=1)
             parent = await self.tracker.view(view.parent.ref, comments=1) if view.parent else None
         except TrackerError as error:
             _log.warning("follow_up_unavailable", issue=ref.key, error=str(error))
-            return
+            parent = None
         if parent is not None:
             siblings = [
                 child for child in parent.children if child.state is IssueState.OPEN and child.ref != view.issue.ref
             ]
             if siblings:
-                await self._nudge(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished")
-            await self._nudge(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished")
+                nudges.append(_nudge_of(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished"))
+            nudges.append(_nudge_of(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished"))
+        if nudges:
+            await self.nudges.publish_many([wrap(nudge, producer="coordinator") for nudge in nudges])
 
     async def _nudge(
         self, ref: IssueRef, reason: NudgeReason, detail: str, *, delay_s: int = 0, actor: Actor | None = None
     ) -> None:
-        nudge = Nudge(issue=ref, reason=reason, source=NudgeSource.COORDINATOR, detail=detail, actor=actor)
+        nudge = _nudge_of(ref, reason, detail, actor=actor)
         await self.nudges.publish(wrap(nudge, producer="coordinator"), delay_s=min(max(delay_s, 0), _MAX_SQS_DELAY_S))
 
-    async def _write_status(self, ref: IssueRef, text: str) -> None:
-        await self._best_effort("status comment", self.tracker.upsert_sticky_comment(ref, status.STATUS_KEY, text))
 
-    async def _best_effort(self, what: str, write: Awaitable[object]) -> None:
-        try:
-            await write
-        except TrackerError as error:
-            _log.warning("tracker_write_failed", what=what, error=str(error))
-
-
-def _ref_of_key(key: str) -> IssueRef:
-    tracker, _, rest = key.partition(":")
-    repo, _, number = rest.rpartition("#")
-    return IssueRef(tracker=tracker, repo=repo, number=int(number))
+def _nudge_of(ref: IssueRef, reason: NudgeReason, detail: str, *, actor: Actor | None = None) -> Nudge:
+    return Nudge(issue=ref, reason=reason, source=NudgeSource.COORDINATOR, detail=detail, actor=actor)
 
 
 def _not_held(claim: ClaimResult) -> str:

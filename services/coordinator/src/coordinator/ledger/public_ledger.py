@@ -5,7 +5,7 @@ production (``postgresql+asyncpg://…``); the same SQL runs on both. Each write
 every write is idempotent, so a redelivered message changes nothing twice.
 """
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -20,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from coordinator.decisions.public_facts import LedgerFacts
+from coordinator.ledger.public_outbox import Outbox, OutboxEntry
 from coordinator.ledger.schema import (
     ACTIVE_STATES,
     MIGRATIONS,
@@ -31,11 +32,15 @@ from coordinator.ledger.schema import (
     settings_table,
     trees,
 )
+from coordinator.ledger.sql import enqueue_writes, insert_for, upsert
 
 __all__ = [
     "ActiveRun",
+    "Changes",
     "Claim",
     "ClaimResult",
+    "Decided",
+    "FactsScope",
     "FinishedRun",
     "LaunchLimits",
     "Ledger",
@@ -46,6 +51,7 @@ __all__ = [
     "RunRecord",
     "StartOutcome",
     "TreeTotals",
+    "WaitingNudge",
     "open_ledger",
 ]
 
@@ -216,6 +222,56 @@ class FinishedRun:
     consecutive_failures: int
 
 
+@dataclass(frozen=True)
+class FactsScope:
+    """Whose facts a decision reads: the issue, its repository and tree, the agent kind it would run, the day."""
+
+    issue_key: str
+    repo: str
+    root_key: str
+    agent_kind: str
+    today: date
+
+
+@dataclass(frozen=True)
+class WaitingNudge:
+    """A nudge that has to wait (for the issue's run, for a free slot): when it was sent, and by whom."""
+
+    sent_at: datetime
+    actor: Actor | None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one decision changes in the ledger, applied in the transaction that read the facts it was made from.
+
+    ``run`` takes the issue's lease and records the run; ``reset_failures`` (a person handed the issue back)
+    applies with it. ``writes`` are the tracker writes that report the decision (the outbox), kept only when
+    the run, if any, started: a launch that lost its race reports nothing.
+    """
+
+    run: "NewRun | None" = None
+    reset_failures: bool = False
+    remember: WaitingNudge | None = None
+    stop_managing: bool = False
+    writes: tuple[OutboxEntry, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decided[T]:
+    """What :meth:`Ledger.decide` decided: the plan's ``verdict``, the facts it saw, and what became of the run.
+
+    ``run`` is the run the plan asked for, if any, and ``started`` what became of it (None without a run).
+    Anything but :attr:`StartOutcome.STARTED` means that nothing of the decision was applied (the transaction
+    rolled back): a concurrent launch took the lease or a slot.
+    """
+
+    verdict: T
+    facts: LedgerFacts
+    run: "NewRun | None" = None
+    started: "StartOutcome | None" = None
+
+
 # Literal, not bound: a planner can only use the partial indexes when it sees the same predicate they have.
 _ACTIVE = sa.text("runs.state IN ('launching', 'running')")
 # The run event noting that a run was asked to stop (kill switch): a run still launching then learns it at its
@@ -229,37 +285,60 @@ class Ledger:
     def __init__(self, engine: AsyncEngine) -> None:
         """Wrap an engine whose database has been migrated."""
         self._engine = engine
+        self.outbox = Outbox(engine)
+        """The tracker writes not yet written."""
 
     async def facts(self, *, issue_key: str, repo: str, root_key: str, agent_kind: str, today: date) -> LedgerFacts:
-        """What the decision needs for one issue: a few indexed lookups, whatever the history's size."""
+        """What the decision needs for one issue: two indexed queries, whatever the history's size."""
+        scope = FactsScope(issue_key=issue_key, repo=repo, root_key=root_key, agent_kind=agent_kind, today=today)
         async with self._engine.connect() as connection:
-            active = await _active_counts(
-                connection, issue_key=issue_key, repo=repo, root_key=root_key, agent_kind=agent_kind
-            )
-            issue = (await connection.execute(sa.select(issues).where(issues.c.issue_key == issue_key))).first()
-            tree = (await connection.execute(sa.select(trees).where(trees.c.root_key == root_key))).first()
-            spent_today = await connection.scalar(
-                sa.select(repo_days.c.cost_usd).where(repo_days.c.repo == repo, repo_days.c.day == today)
-            )
-            paused = await _is_paused(connection)
-        return LedgerFacts(
-            active_total=active.total,
-            active_in_repo=active.in_repo,
-            active_in_tree=active.in_tree,
-            active_of_kind=active.of_kind,
-            active_run_on_issue=active.run_on_issue,
-            runs_on_issue=issue.runs if issue else 0,
-            runs_in_tree=tree.runs if tree else 0,
-            consecutive_failures=issue.consecutive_failures if issue else 0,
-            # Finished runs' totals plus what the active ones have reported so far.
-            tree_cost_usd=(tree.cost_usd if tree else 0.0) + active.tree_cost_usd,
-            tree_tokens=(tree.tokens if tree else 0) + active.tree_tokens,
-            repo_cost_today_usd=float(spent_today or 0.0),
-            last_manage_started_at=_aware(issue.last_manage_started_at) if issue else None,
-            tree_authorised_by=tree.authorised_by if tree else None,
-            paused=paused,
-            tree_killed=bool(tree.killed) if tree else False,
-        )
+            return await _read_facts(connection, scope)
+
+    async def decide[T](
+        self,
+        scope: FactsScope,
+        plan: Callable[[LedgerFacts], tuple[T, Changes]],
+        *,
+        now: datetime,
+        limits: "LaunchLimits",
+    ) -> Decided[T]:
+        """Read the facts, let ``plan`` (pure) decide, and apply its changes: one transaction.
+
+        On SQLite the transaction takes the write lock first (``BEGIN IMMEDIATE``), so the facts are the
+        truth until it commits, for every coordinator sharing the file. On PostgreSQL decisions read without
+        a lock, and a launch then takes the launch lock and checks the caps again (:meth:`start_run`), so
+        that concurrent launches cannot slip past a cap the decision saw free.
+        """
+        outcome: StartOutcome | None = None
+        run: NewRun | None = None
+        try:
+            async with self._engine.begin() as connection:
+                await _lock_for_writing(connection)
+                facts = await _read_facts(connection, scope)
+                verdict, changes = plan(facts)
+                run = changes.run
+                if run is not None:
+                    outcome = StartOutcome.AT_CAP
+                    if connection.dialect.name == "postgresql":
+                        await connection.execute(_LAUNCH_LOCK)
+                        if await _over_a_cap(connection, run, limits):
+                            raise _AtCap
+                    outcome = StartOutcome.LEASE_TAKEN
+                    await _record_run(connection, run, now=now, reset_failures=changes.reset_failures)
+                    outcome = StartOutcome.STARTED
+                if changes.remember is not None:
+                    await _remember(connection, scope.issue_key, changes.remember)
+                if changes.stop_managing:
+                    await connection.execute(
+                        issues.update().where(issues.c.issue_key == scope.issue_key).values(last_manage_started_at=None)
+                    )
+                await enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in changes.writes], now)
+        except IntegrityError:
+            if outcome is not StartOutcome.LEASE_TAKEN:
+                raise
+        except _AtCap:
+            pass  # the transaction rolled back; ``outcome`` says why
+        return Decided(verdict, facts, run, outcome)
 
     async def start_run(self, run: NewRun, *, now: datetime, limits: LaunchLimits | None = None) -> StartOutcome:
         """Take the issue's lease and record the run, unless another run holds the lease or a cap is reached.
@@ -272,42 +351,12 @@ class Ledger:
             async with self._engine.begin() as connection:
                 if limits is not None:
                     if connection.dialect.name == "postgresql":
-                        await connection.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext('agent_grid_launch'))"))
+                        await connection.execute(_LAUNCH_LOCK)
+                    else:
+                        await _lock_for_writing(connection)
                     if await _over_a_cap(connection, run, limits):
                         raise _AtCap
-                await connection.execute(
-                    runs.insert().values(
-                        run_id=run.run_id,
-                        issue_key=run.issue_key,
-                        repo=run.repo,
-                        root_key=run.root_key,
-                        mode=run.mode,
-                        agent_kind=run.agent_kind,
-                        state="launching",
-                        authorised_by=run.authorised_by,
-                        trigger_message_id=run.trigger_message_id,
-                        attempt=run.attempt,
-                        created_at=now,
-                        last_seen_at=now,
-                        cost_usd=0.0,
-                        tokens=0,
-                    )
-                )
-                manage: dict[str, Any] = {"last_manage_started_at": now} if run.mode == "manage" else {}
-                await _upsert(
-                    connection,
-                    issues,
-                    {"issue_key": run.issue_key},
-                    add={"runs": 1},
-                    set_=manage,
-                )
-                await _upsert(connection, trees, {"root_key": run.root_key}, add={"runs": 1})
-                await connection.execute(
-                    trees.update()
-                    .where(trees.c.root_key == run.root_key, trees.c.authorised_by.is_(None))
-                    .values(authorised_by=run.authorised_by)
-                )
-                await _event(connection, run.run_id, now, "launched", f"{run.mode} by {run.authorised_by}")
+                await _record_run(connection, run, now=now)
         except IntegrityError:
             return StartOutcome.LEASE_TAKEN
         except _AtCap:
@@ -377,11 +426,13 @@ class Ledger:
         tokens: int,
         summary: str = "",
         worker_id: str | None = None,
+        writes: Callable[[FinishedRun], Sequence[OutboxEntry]] | None = None,
     ) -> FinishedRun | None:
         """End the run for ``reason``; None when it already ended (the first end wins, exactly once).
 
         With ``worker_id`` (a worker's ``AgentExited``) only the worker that holds the run ends it, or any worker
         while none is recorded; None (the lost-run sweep, a launch never published) ends it whoever holds it.
+        ``writes`` gives the tracker writes that report the end, added to the outbox in the same transaction.
         """
         holder = _held_by(worker_id) if worker_id is not None else sa.true()
         async with self._engine.begin() as connection:
@@ -420,13 +471,16 @@ class Ledger:
                 .values(cost_usd=trees.c.cost_usd + cost, tokens=trees.c.tokens + spent)
             )
             day = at.astimezone(UTC).date()
-            await _upsert(connection, repo_days, {"repo": current.repo, "day": day}, add={"cost_usd": cost})
+            await upsert(connection, repo_days, {"repo": current.repo, "day": day}, add={"cost_usd": cost})
             await _event(connection, run_id, at, "exited", reason.value)
             failures = await connection.scalar(
                 sa.select(issues.c.consecutive_failures).where(issues.c.issue_key == current.issue_key)
             )
             record = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).one()
-        return FinishedRun(_record(record), int(failures or 0))
+            finished = FinishedRun(_record(record), int(failures or 0))
+            if writes is not None:
+                await enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in writes(finished)], at)
+        return finished
 
     async def reset_failures(self, issue_key: str) -> None:
         """Close the issue's circuit breaker: a person handed it back, its failed runs in a row count from zero."""
@@ -477,10 +531,7 @@ class Ledger:
     async def remember_nudge(self, issue_key: str, *, sent_at: datetime, actor: Actor | None) -> None:
         """Note a nudge, sent at ``sent_at`` by ``actor``, that waits (for the issue's run, for a free slot)."""
         async with self._engine.begin() as connection:
-            row = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
-            if row is None or _aware(row) < sent_at:  # type: ignore[operator]
-                values = {"pending_since": sent_at, "pending_actor": actor.model_dump_json() if actor else None}
-                await _upsert(connection, issues, {"issue_key": issue_key}, set_=values)
+            await _remember(connection, issue_key, WaitingNudge(sent_at, actor))
 
     async def take_pending_nudge(self, issue_key: str, *, newer_than: datetime) -> PendingNudge | None:
         """The nudge that waited for the issue if it was sent after ``newer_than``; forgets it either way."""
@@ -548,7 +599,7 @@ class Ledger:
     async def set_tree_killed(self, root_key: str, killed: bool) -> None:
         """Turn a tree's kill switch on or off."""
         async with self._engine.begin() as connection:
-            await _upsert(connection, trees, {"root_key": root_key}, set_={"killed": killed})
+            await upsert(connection, trees, {"root_key": root_key}, set_={"killed": killed})
 
     async def runs(
         self,
@@ -741,20 +792,8 @@ class _ActiveCounts:
 async def _active_counts(
     connection: AsyncConnection, *, issue_key: str, repo: str, root_key: str, agent_kind: str
 ) -> _ActiveCounts:
-    """One pass over the active runs only (through the partial indexes), however long the history."""
-    row = (
-        await connection.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.sum(sa.case((runs.c.repo == repo, 1), else_=0)),
-                sa.func.sum(sa.case((runs.c.root_key == root_key, 1), else_=0)),
-                sa.func.sum(sa.case((runs.c.agent_kind == agent_kind, 1), else_=0)),
-                sa.func.max(sa.case((runs.c.issue_key == issue_key, runs.c.run_id), else_=None)),
-                sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.cost_usd), else_=0.0)),
-                sa.func.sum(sa.case((runs.c.root_key == root_key, runs.c.tokens), else_=0)),
-            ).where(_ACTIVE)
-        )
-    ).one()
+    params = {"issue_key": issue_key, "repo": repo, "root_key": root_key, "agent_kind": agent_kind}
+    row = (await connection.execute(_ACTIVE_COUNTS, params)).one()
     total, in_repo, in_tree, of_kind, on_issue, cost, tokens = row
     return _ActiveCounts(
         total=total,
@@ -765,6 +804,125 @@ async def _active_counts(
         tree_cost_usd=float(cost or 0.0),
         tree_tokens=int(tokens or 0),
     )
+
+
+_LAUNCH_LOCK = sa.text("SELECT pg_advisory_xact_lock(hashtext('agent_grid_launch'))")
+_p = sa.bindparam
+# Everything but the active runs a decision reads, in one statement of primary-key lookups.
+_TOTALS = sa.select(
+    sa.select(issues.c.runs).where(issues.c.issue_key == _p("issue_key")).scalar_subquery(),
+    sa.select(issues.c.consecutive_failures).where(issues.c.issue_key == _p("issue_key")).scalar_subquery(),
+    sa.select(issues.c.last_manage_started_at).where(issues.c.issue_key == _p("issue_key")).scalar_subquery(),
+    sa.select(trees.c.runs).where(trees.c.root_key == _p("root_key")).scalar_subquery(),
+    sa.select(trees.c.cost_usd).where(trees.c.root_key == _p("root_key")).scalar_subquery(),
+    sa.select(trees.c.tokens).where(trees.c.root_key == _p("root_key")).scalar_subquery(),
+    sa.select(trees.c.authorised_by).where(trees.c.root_key == _p("root_key")).scalar_subquery(),
+    sa.select(trees.c.killed).where(trees.c.root_key == _p("root_key")).scalar_subquery(),
+    sa.select(repo_days.c.cost_usd)
+    .where(repo_days.c.repo == _p("repo"), repo_days.c.day == _p("today"))
+    .scalar_subquery(),
+    sa.select(settings_table.c.value).where(settings_table.c.name == "paused").scalar_subquery(),
+)
+# One pass over the active runs only (through the partial indexes), however long the history.
+_ACTIVE_COUNTS = sa.select(
+    sa.func.count(),
+    sa.func.sum(sa.case((runs.c.repo == _p("repo"), 1), else_=0)),
+    sa.func.sum(sa.case((runs.c.root_key == _p("root_key"), 1), else_=0)),
+    sa.func.sum(sa.case((runs.c.agent_kind == _p("agent_kind"), 1), else_=0)),
+    sa.func.max(sa.case((runs.c.issue_key == _p("issue_key"), runs.c.run_id), else_=None)),
+    sa.func.sum(sa.case((runs.c.root_key == _p("root_key"), runs.c.cost_usd), else_=0.0)),
+    sa.func.sum(sa.case((runs.c.root_key == _p("root_key"), runs.c.tokens), else_=0)),
+).where(_ACTIVE)
+
+
+async def _lock_for_writing(connection: AsyncConnection) -> None:
+    """On SQLite, take the write lock now rather than at the first write, so that what is read stays true.
+
+    pysqlite opens a transaction only before the first write; reads before it would see a state another
+    process may change before the write. PostgreSQL callers serialise with an advisory lock instead.
+    """
+    if connection.dialect.name == "sqlite":
+        await connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def _read_facts(connection: AsyncConnection, scope: FactsScope) -> LedgerFacts:
+    active = await _active_counts(
+        connection, issue_key=scope.issue_key, repo=scope.repo, root_key=scope.root_key, agent_kind=scope.agent_kind
+    )
+    params = {"issue_key": scope.issue_key, "root_key": scope.root_key, "repo": scope.repo, "today": scope.today}
+    totals = (await connection.execute(_TOTALS, params)).one()
+    issue_runs, failures, managed_at, tree_runs, tree_cost, tree_tokens, authorised_by, killed, today, paused = totals
+    return LedgerFacts(
+        active_total=active.total,
+        active_in_repo=active.in_repo,
+        active_in_tree=active.in_tree,
+        active_of_kind=active.of_kind,
+        active_run_on_issue=active.run_on_issue,
+        runs_on_issue=int(issue_runs or 0),
+        runs_in_tree=int(tree_runs or 0),
+        consecutive_failures=int(failures or 0),
+        # Finished runs' totals plus what the active ones have reported so far.
+        tree_cost_usd=float(tree_cost or 0.0) + active.tree_cost_usd,
+        tree_tokens=int(tree_tokens or 0) + active.tree_tokens,
+        repo_cost_today_usd=float(today or 0.0),
+        last_manage_started_at=_aware(managed_at),
+        tree_authorised_by=authorised_by,
+        paused=bool(paused),
+        tree_killed=bool(killed),
+    )
+
+
+async def _record_run(connection: AsyncConnection, run: NewRun, *, now: datetime, reset_failures: bool = False) -> None:
+    """Take the issue's lease (the partial unique index raises IntegrityError when it is held) and count the run."""
+    await connection.execute(
+        _INSERT_RUN,
+        {
+            "run_id": run.run_id,
+            "issue_key": run.issue_key,
+            "repo": run.repo,
+            "root_key": run.root_key,
+            "mode": run.mode,
+            "agent_kind": run.agent_kind,
+            "state": "launching",
+            "authorised_by": run.authorised_by,
+            "trigger_message_id": run.trigger_message_id,
+            "attempt": run.attempt,
+            "created_at": now,
+            "last_seen_at": now,
+            "cost_usd": 0.0,
+            "tokens": 0,
+            "sub_issues_created": 0,
+        },
+    )
+    issue_values: dict[str, Any] = {"last_manage_started_at": now} if run.mode == "manage" else {}
+    if reset_failures:
+        issue_values["consecutive_failures"] = 0
+    await upsert(connection, issues, {"issue_key": run.issue_key}, add={"runs": 1}, set_=issue_values)
+    tree = insert_for(connection, trees).values(root_key=run.root_key, runs=1, authorised_by=run.authorised_by)
+    # The first authoriser of a tree stays its authoriser.
+    authoriser = sa.func.coalesce(trees.c.authorised_by, tree.excluded.authorised_by)
+    await connection.execute(
+        tree.on_conflict_do_update(
+            index_elements=[trees.c.root_key], set_={"runs": trees.c.runs + 1, "authorised_by": authoriser}
+        )
+    )
+    await _event(connection, run.run_id, now, "launched", f"{run.mode} by {run.authorised_by}")
+
+
+_INSERT_RUN = runs.insert()
+
+
+async def _remember(connection: AsyncConnection, issue_key: str, nudge: WaitingNudge) -> None:
+    """Keep the newest waiting nudge of the issue (an older one, delivered late, does not replace it)."""
+    row = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
+    if row is None or _aware(row) < nudge.sent_at:  # type: ignore[operator]
+        actor = nudge.actor.model_dump_json() if nudge.actor else None
+        await upsert(
+            connection,
+            issues,
+            {"issue_key": issue_key},
+            set_={"pending_since": nudge.sent_at, "pending_actor": actor},
+        )
 
 
 def _held_by(worker_id: str) -> sa.ColumnElement[bool]:
@@ -807,27 +965,6 @@ async def _over_a_cap(connection: AsyncConnection, run: NewRun, limits: LaunchLi
         or int(on_issue or 0) >= limits.max_runs_per_issue
         or int(in_tree_total or 0) >= limits.max_runs_per_tree
     )
-
-
-async def _upsert(
-    connection: AsyncConnection,
-    table: sa.Table,
-    keys: dict[str, Any],
-    *,
-    add: dict[str, Any] | None = None,
-    set_: dict[str, Any] | None = None,
-) -> None:
-    """Add to a totals row's counters and set its values, creating the row when it is missing.
-
-    Dialect-neutral (no ON CONFLICT): update first, insert when nothing matched. Inside the caller's
-    transaction; two coordinators racing on a brand-new row make one of them fail and redeliver.
-    """
-    add, set_ = add or {}, set_ or {}
-    where = sa.and_(*(table.c[name] == value for name, value in keys.items()))
-    values = {name: table.c[name] + amount for name, amount in add.items()} | set_
-    updated = await connection.execute(table.update().where(where).values(**values))
-    if not updated.rowcount:
-        await connection.execute(table.insert().values(**keys, **add, **set_))
 
 
 async def _event(connection: AsyncConnection, run_id: str, at: datetime, kind: str, detail: str) -> None:

@@ -109,6 +109,31 @@ settings_table = sa.Table(
     sa.Column("value", sa.Boolean, nullable=False),
 )
 
+# The write-behind outbox of tracker (GitHub) writes: the state agent-grid wants an issue to show, written by
+# a background writer at the tracker's pace, off the handlers' path. One row per issue and key (the status
+# comment, an assignee, a label, the roll-up block), so a newer wish replaces an unwritten older one: only
+# the latest status is ever written. Rows are added in the transaction that decided them, so a restart loses
+# none (migration 3).
+tracker_writes = sa.Table(
+    "tracker_writes",
+    metadata,
+    sa.Column("issue_key", sa.String(200), primary_key=True),
+    sa.Column("key", sa.String(120), primary_key=True),
+    sa.Column("payload", sa.Text, nullable=False),
+    # Bumped by every newer wish: a writer completes (deletes) only the version it wrote.
+    sa.Column("version", sa.BigInteger, nullable=False, default=1),
+    # When the oldest unwritten wish of this row was made (the backlog's age).
+    sa.Column("enqueued_at", sa.DateTime(timezone=True), nullable=False),
+    # Not before: now for a new wish, later after a failure (capped backoff) or a rate limit.
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
+    # A writer's claim (several coordinators may share the ledger); a claim that outlives its writer expires.
+    sa.Column("claimed_by", sa.String(40)),
+    sa.Column("claimed_until", sa.DateTime(timezone=True)),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Index("tracker_writes_due", "due_at"),
+)
+
 schema_versions = sa.Table(
     "schema_versions",
     metadata,
@@ -135,5 +160,9 @@ async def _sub_issues_per_run(connection: AsyncConnection) -> None:
         await connection.execute(sa.text("ALTER TABLE runs ADD COLUMN sub_issues_created INTEGER NOT NULL DEFAULT 0"))
 
 
+async def _tracker_writes(connection: AsyncConnection) -> None:
+    await connection.run_sync(lambda sync: tracker_writes.create(sync, checkfirst=True))
+
+
 # Append only: a migration, once released, never changes.
-MIGRATIONS: Sequence[Migration] = (_initial, _sub_issues_per_run)
+MIGRATIONS: Sequence[Migration] = (_initial, _sub_issues_per_run, _tracker_writes)

@@ -1,0 +1,78 @@
+"""SQL shared by the ledger's public files: dialect-neutral upserts and the outbox's enqueue."""
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from coordinator.ledger.schema import tracker_writes
+
+
+def insert_for(connection: AsyncConnection, table: sa.Table) -> Any:
+    """An INSERT that can say ON CONFLICT (SQLite and PostgreSQL spell it the same; SQLAlchemy needs the dialect)."""
+    if connection.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def upsert(
+    connection: AsyncConnection,
+    table: sa.Table,
+    keys: Mapping[str, Any],
+    *,
+    add: Mapping[str, Any] | None = None,
+    set_: Mapping[str, Any] | None = None,
+) -> None:
+    """Add to a totals row's counters and set its values, creating the row when it is missing.
+
+    One statement (INSERT … ON CONFLICT DO UPDATE), so two writers racing on a brand-new row both succeed.
+    """
+    add, set_ = add or {}, set_ or {}
+    statement = insert_for(connection, table).values(**keys, **add, **set_)
+    changes = {name: table.c[name] + statement.excluded[name] for name in add} | {
+        name: statement.excluded[name] for name in set_
+    }
+    if changes:
+        statement = statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    await connection.execute(statement)
+
+
+async def enqueue_writes(connection: AsyncConnection, rows: Sequence[tuple[str, str, str]], now: datetime) -> None:
+    """Add ``(issue_key, key, payload)`` wishes to the outbox; each replaces the unwritten wish of its row.
+
+    A replaced wish is due at once and starts its attempts afresh (its predecessor's failures say nothing of it);
+    a claim on the row stays, so that one row is never written by two writers at once.
+    """
+    if not rows:
+        return
+    # One row per (issue, key) per statement: PostgreSQL refuses to update a row twice in one ON CONFLICT.
+    latest = {(issue_key, key): payload for issue_key, key, payload in rows}
+    values = [
+        {
+            "issue_key": issue_key,
+            "key": key,
+            "payload": payload,
+            "version": 1,
+            "enqueued_at": now,
+            "due_at": now,
+            "attempts": 0,
+        }
+        for (issue_key, key), payload in latest.items()
+    ]
+    statement = insert_for(connection, tracker_writes).values(values)
+    statement = statement.on_conflict_do_update(
+        index_elements=[tracker_writes.c.issue_key, tracker_writes.c.key],
+        set_={
+            "payload": statement.excluded.payload,
+            "version": tracker_writes.c.version + 1,
+            "due_at": statement.excluded.due_at,
+            "attempts": 0,
+            "last_error": None,
+        },
+    )
+    await connection.execute(statement)

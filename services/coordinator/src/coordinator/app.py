@@ -9,22 +9,25 @@ from datetime import timedelta
 import structlog
 from agent_grid_contracts.public_lifecycle import AgentExited, AgentHeartbeat, AgentStarted
 from agent_grid_contracts.public_nudges import Nudge
+from agent_grid_runtime.public_metrics import register_rate_limit_gauges
 from agent_grid_runtime.public_queues import QueueName
 from agent_grid_runtime.public_service import open_service_runtime, running_consumers
 from agent_grid_runtime.public_sqs import CoalescingPublisher, Consumer, Handlers
 from agent_grid_runtime.public_stopping import server_stopping
 from agent_grid_runtime.public_transport import QueueTransport
-from agent_grid_tracker.public_github import open_github_tracker
+from agent_grid_tracker.public_github import GitHubTracker, open_github_tracker
 from agent_grid_tracker.public_tracker import Tracker
 from fastapi import FastAPI
 
 from coordinator.api.public_api import build_api_router
 from coordinator.api.public_auth import ApiAuth
+from coordinator.api.public_run_logs import open_run_logs
 from coordinator.dashboard.public_dashboard import build_dashboard_router
 from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
 from coordinator.handling.public_outbox import OutboxWriter
 from coordinator.ledger.public_ledger import open_ledger
+from coordinator.metrics.public_metrics import CoordinatorCounters, LedgerGauges
 from coordinator.settings import Settings
 from coordinator.tools.public_api import build_tools_router
 
@@ -67,6 +70,7 @@ def create_app(
                 policy=settings.policy,
                 cancels=RunCanceller(transport=runtime.transport, queues=settings.queues, producer=SERVICE),
                 wake_writer=writer.wake,
+                counters=CoordinatorCounters(runtime.registry),
             )
             nudges = runtime.consumer(
                 QueueName.NUDGES, Handlers().on(Nudge, coordinator.on_nudge), settings.nudge_consumer
@@ -79,7 +83,16 @@ def create_app(
                 .on(AgentExited, coordinator.on_exited),
                 settings.lifecycle_consumer,
             )
-            app.include_router(runtime.ops_router({"consumers": lambda: _all_running(nudges, lifecycle)}))
+            ledger_gauges = LedgerGauges(
+                runtime.registry, ledger.stats, settings.policy.caps, max_age_s=settings.metrics_max_age_s
+            )
+            if isinstance(the_tracker, GitHubTracker):
+                register_rate_limit_gauges(runtime.registry, upstream="github", read=the_tracker.rate_limits.snapshot)
+            app.include_router(
+                runtime.ops_router(
+                    {"consumers": lambda: _all_running(nudges, lifecycle)}, before_scrape=[ledger_gauges.refresh]
+                )
+            )
             app.include_router(
                 build_api_router(
                     ledger,
@@ -88,6 +101,7 @@ def create_app(
                     runtime.transport,
                     runtime.queues,
                     cancel_tree=coordinator.cancel_tree,
+                    run_logs=await stack.enter_async_context(open_run_logs(settings.grid_api)),
                 )
             )
             app.include_router(

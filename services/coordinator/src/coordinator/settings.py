@@ -10,6 +10,7 @@ from agent_grid_tracker.public_github import GitHubSettings
 from pydantic import Field
 
 from coordinator.api.public_api import ApiSettings
+from coordinator.api.public_run_logs import GridApiSettings
 from coordinator.dashboard.public_dashboard import DashboardSettings
 from coordinator.decisions.public_policy import Policy
 from coordinator.handling.public_outbox import OutboxSettings
@@ -37,6 +38,11 @@ class Settings(BaseServiceSettings):
     outbox: OutboxSettings = OutboxSettings()
     # The /api bearer token (COORDINATOR_API__TOKEN); unset refuses every /api call.
     api: ApiSettings = ApiSettings()
+    # The grid workers' API, for run logs through /api/runs/{id}/log: their token (COORDINATOR_GRID_API__TOKEN,
+    # the workers' EXECUTION_GRID_API_TOKEN) and the addresses a log URL may point to.
+    grid_api: GridApiSettings = GridApiSettings()
+    # How long /metrics reuses its read of the ledger (runs by state, spend): scrapes stay cheap however frequent.
+    metrics_max_age_s: Annotated[float, Field(ge=0)] = 5.0
     # The dashboard at /dashboard (signs in with the API token): sessions, the event stream's polling.
     dashboard: DashboardSettings = DashboardSettings()
     # The agent tools (/tools/v1): the run token secret shared with the grid workers

@@ -333,6 +333,69 @@ async def test_a_ledger_from_before_the_sub_issue_count_is_migrated(ledger_url: 
         assert record.sub_issues_created == 2
 
 
+async def test_a_run_keeps_the_log_url_of_the_worker_that_holds_it(ledger: Ledger) -> None:
+    assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
+    assert (await ledger.run_record("run-1")).log_url is None  # type: ignore[union-attr]
+
+    await ledger.mark_started("run-1", worker_id="w1", at=NOW, log_url="http://w1:8003/runs/run-1/log")
+    await ledger.mark_started("run-1", worker_id="w2", at=NOW, log_url="http://w2:8003/runs/run-1/log")
+
+    record = await ledger.run_record("run-1")
+    assert record is not None
+    assert record.log_url == "http://w1:8003/runs/run-1/log"
+    assert [run.log_url for run in await ledger.runs()] == ["http://w1:8003/runs/run-1/log"]
+
+
+async def test_a_ledger_from_before_log_urls_is_migrated(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        assert await first.start_run(new_run("old"), now=NOW) is STARTED
+    # Back to schema version 3: no log URLs, no index of the daily totals by day.
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ALTER TABLE runs DROP COLUMN log_url"))
+            await connection.execute(sa.text("DROP INDEX repo_day_totals_by_day"))
+            await connection.execute(sa.text("DELETE FROM schema_versions WHERE version > 3"))
+    finally:
+        await engine.dispose()
+
+    async with open_ledger(ledger_url) as migrated:
+        await migrated.mark_started("old", worker_id="w1", at=NOW, log_url="http://w1:8003/runs/old/log")
+        record = await migrated.run_record("old")
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.connect() as connection:
+            indexes = await connection.run_sync(lambda sync: sa.inspect(sync).get_indexes("repo_day_totals"))
+    finally:
+        await engine.dispose()
+    assert record is not None
+    assert record.log_url == "http://w1:8003/runs/old/log"
+    assert "repo_day_totals_by_day" in {index["name"] for index in indexes}
+
+
+async def test_the_operator_view_counts_active_runs_and_spend_against_the_budgets(ledger: Ledger) -> None:
+    empty = await ledger.stats.read(today=NOW.date())
+    assert empty.active_runs == {"launching": 0, "running": 0}
+    assert (empty.repo_spend_today_usd, empty.active_tree_spend_usd, empty.paused) == ({}, {}, False)
+
+    for run_id, issue, root in (("done", 2, 1), ("busy", 3, 1), ("new", 4, 4), ("yesterday", 5, 5)):
+        assert await ledger.start_run(new_run(run_id, issue, root=root), now=NOW) is STARTED
+    await ledger.mark_started("done", worker_id="w1", at=NOW)
+    await ledger.finish("done", reason=ExitReason.SUCCESS, at=NOW, cost_usd=1.5, tokens=10)
+    await ledger.finish("yesterday", reason=ExitReason.FAILED, at=NOW - timedelta(days=1), cost_usd=4.0, tokens=10)
+    await ledger.mark_started("busy", worker_id="w1", at=NOW)
+    await ledger.heartbeat("busy", worker_id="w1", at=NOW, cost_usd=0.25, tokens=5)
+    await ledger.set_paused(True)
+
+    view = await ledger.stats.read(today=NOW.date())
+
+    assert view.active_runs == {"launching": 1, "running": 1}
+    assert view.repo_spend_today_usd == {"octo/widgets": 1.5}
+    # Tree 1: its finished run and what its active one reported; tree 4: a launching run, nothing spent yet.
+    assert view.active_tree_spend_usd == {ROOT: 1.75, "github:octo/widgets#4": 0.0}
+    assert view.paused is True
+
+
 async def test_the_outbox_keeps_the_latest_wish_per_issue_and_key_and_gives_each_to_one_writer(ledger: Ledger) -> None:
     outbox, issue = ledger.outbox, "github:octo/widgets#7"
     await outbox.enqueue(

@@ -13,9 +13,11 @@ from agent_grid_contracts.public_issues import IssueRef, parse_issue_ref
 from agent_grid_runtime.public_queues import QueueName, QueueUrls
 from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from coordinator.api.public_auth import ApiAuth
+from coordinator.api.public_run_logs import RunLogs, RunLogUnavailable
 from coordinator.decisions.public_policy import Policy
 from coordinator.ledger.public_ledger import Ledger, RunRecord
 
@@ -51,6 +53,7 @@ class RunOut(BaseModel):
     cost_usd: float
     tokens: int
     sub_issues_created: int
+    log_url: str | None = None
 
 
 class RunDetail(RunOut):
@@ -88,6 +91,7 @@ def build_api_router(
     queues: QueueUrls,
     *,
     cancel_tree: TreeCanceller,
+    run_logs: RunLogs | None = None,
 ) -> APIRouter:
     """The ``/api`` routes over the ledger and the queues.
 
@@ -98,6 +102,7 @@ def build_api_router(
         transport: the broker, for queue depths.
         queues: the work queues.
         cancel_tree: stops the runs of a tree whose kill switch was just turned on.
+        run_logs: reads run logs from the grid workers; None answers every log request 502.
     """
     auth = ApiAuth(settings.token)
 
@@ -106,6 +111,7 @@ def build_api_router(
 
     router = APIRouter(prefix="/api", dependencies=[Depends(authorised)], tags=["coordinator"])
     _add_run_routes(router, ledger)
+    _add_log_route(router, ledger, run_logs)
     _add_tree_routes(router, ledger, policy, cancel_tree)
     _add_control_routes(router, ledger, policy, transport, queues)
     return router
@@ -130,6 +136,34 @@ def _add_run_routes(router: APIRouter, ledger: Ledger) -> None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
         run, events = found
         return RunDetail(**_run_out(run).model_dump(), events=[asdict(event) for event in events])
+
+
+def _add_log_route(router: APIRouter, ledger: Ledger, run_logs: RunLogs | None) -> None:
+    @router.get("/runs/{run_id}/log", response_class=PlainTextResponse)
+    async def get_run_log(
+        run_id: str,
+        tail_bytes: Annotated[int | None, Query(ge=1, le=50 * 1024 * 1024, description="only the last N bytes")] = None,
+    ) -> PlainTextResponse:
+        """The run's log as its grid worker keeps it (head and tail of a capped log), as plain text.
+
+        404: no such run, the run never started (no log yet), or its worker no longer has the log. 502: the
+        worker is unreachable, refuses the coordinator's token, or fails. 504: the worker did not answer in time.
+        """
+        run = await ledger.run_record(run_id)
+        if run is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id}")
+        if run.log_url is None:
+            raise HTTPException(
+                status.HTTP_404_NOT_FOUND,
+                f"run {run_id} has no log: it has not started, or its worker has no EXECUTION_GRID_PUBLIC_URL",
+            )
+        if run_logs is None:
+            raise HTTPException(status.HTTP_502_BAD_GATEWAY, "the coordinator does not read grid workers' logs")
+        try:
+            text = await run_logs.fetch(run_id, run.log_url, tail_bytes=tail_bytes)
+        except RunLogUnavailable as error:
+            raise HTTPException(error.status, error.detail) from None
+        return PlainTextResponse(text)
 
 
 def _add_tree_routes(router: APIRouter, ledger: Ledger, policy: Policy, cancel_tree: TreeCanceller) -> None:

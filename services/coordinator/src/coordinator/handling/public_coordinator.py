@@ -37,7 +37,7 @@ from agent_grid_tracker.public_tracker import (
 
 from coordinator.decisions.public_decide import decide_launch
 from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
-from coordinator.decisions.public_policy import Policy
+from coordinator.decisions.public_policy import Caps, Policy
 from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
 from coordinator.handling import status
 from coordinator.handling.facts import issue_facts
@@ -57,6 +57,7 @@ from coordinator.ledger.public_ledger import (
     WaitingNudge,
 )
 from coordinator.ledger.public_outbox import OutboxEntry
+from coordinator.metrics.public_metrics import BUDGET_EXHAUSTED, CIRCUIT_BREAKER, CoordinatorCounters
 
 __all__ = ["Coordinator", "LaunchPublisher"]
 
@@ -94,6 +95,7 @@ class Coordinator:
     cancels: RunCanceller
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     wake_writer: Callable[[], None] = field(default=lambda: None)
+    counters: CoordinatorCounters = field(default_factory=CoordinatorCounters)
 
     async def on_nudge(self, envelope: Envelope[Nudge], context: MessageContext) -> None:
         """Decide whether the nudged issue gets a run now, and act on the verdict."""
@@ -118,12 +120,15 @@ class Coordinator:
             detail=_detail(verdict),
             receive_count=context.receive_count,
         )
+        self.counters.decided(verdict)
         await self._act(decided, envelope, facts.ref, facts.root, now)
 
     async def on_started(self, envelope: Envelope[AgentStarted], _context: MessageContext) -> None:
         """The grid started the run; a start the ledger does not record, or a run that must stop, is cancelled."""
         event = envelope.body
-        claim = await self.ledger.mark_started(event.run_id, worker_id=event.worker_id, at=event.started_at)
+        claim = await self.ledger.mark_started(
+            event.run_id, worker_id=event.worker_id, at=event.started_at, log_url=event.log_url
+        )
         reason: str | None
         if not claim.held:
             _log.info("start_refused", run_id=event.run_id, worker_id=event.worker_id, claim=claim.claim.value)
@@ -180,9 +185,14 @@ class Coordinator:
     async def sweep_lost_runs(self, *, silent_for: timedelta) -> int:
         """Declare runs not heard from for ``silent_for`` lost, releasing their leases; returns how many."""
         lost = await self.ledger.silent_runs(seen_before=self.clock() - silent_for)
+        declared = 0
         for run in lost:
             _log.warning("run_lost", run_id=run.run_id, issue=run.issue_key, last_seen_at=run.last_seen_at.isoformat())
-            await self._end_run(run.run_id, ExitReason.LOST, cost_usd=run.cost_usd, tokens=run.tokens, summary="")
+            ended = await self._end_run(
+                run.run_id, ExitReason.LOST, cost_usd=run.cost_usd, tokens=run.tokens, summary=""
+            )
+            declared += ended  # not when another coordinator ended it meanwhile
+        self.counters.declared_lost(declared)
         return len(lost)
 
     async def sweep_management(self) -> int:
@@ -372,6 +382,7 @@ class Coordinator:
         )
         if ended is None:
             return False  # already ended (a repeated or late exit changes nothing), or not this worker's run
+        self.counters.run_ended(reason, escalated_for=_escalation(ended, reason, self.policy.caps))
         self.wake_writer()
         run = ended.run
         _log.info("run_ended", run_id=run_id, issue=run.issue_key, reason=reason.value, cost_usd=run.cost_usd)
@@ -382,10 +393,7 @@ class Coordinator:
         """The GitHub writes that report a run's end: its status, the bot unassigned, escalation, the roll-up."""
         run = ended.run
         ref, root = ref_of_key(run.issue_key), ref_of_key(run.root_key)
-        # A run stopped at its budget would spend as much again on a retry: a person decides (raise the
-        # budget, rescope the issue) before anything else runs on it. So does a tripped circuit breaker.
-        breaker_open = ended.consecutive_failures >= self.policy.caps.max_consecutive_failures
-        escalate = reason is ExitReason.BUDGET_EXHAUSTED or breaker_open
+        escalate = _escalation(ended, reason, self.policy.caps) is not None
         label = self.policy.needs_human_label if escalate else None
         text = status.finished(run.run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label)
         found = [
@@ -433,6 +441,17 @@ class Coordinator:
 
 def _nudge_of(ref: IssueRef, reason: NudgeReason, detail: str, *, actor: Actor | None = None) -> Nudge:
     return Nudge(issue=ref, reason=reason, source=NudgeSource.COORDINATOR, detail=detail, actor=actor)
+
+
+def _escalation(ended: FinishedRun, reason: ExitReason, caps: Caps) -> str | None:
+    """Why a run's end hands its issue to a human, if it does."""
+    # A run stopped at its budget would spend as much again on a retry: a person decides (raise the budget,
+    # rescope the issue) before anything else runs on it. So does a tripped circuit breaker.
+    if reason is ExitReason.BUDGET_EXHAUSTED:
+        return BUDGET_EXHAUSTED
+    if ended.consecutive_failures >= caps.max_consecutive_failures:
+        return CIRCUIT_BREAKER
+    return None
 
 
 def _not_held(claim: ClaimResult) -> str:

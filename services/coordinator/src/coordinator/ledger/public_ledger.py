@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from coordinator.decisions.public_facts import LedgerFacts
 from coordinator.ledger.public_outbox import Outbox, OutboxEntry
+from coordinator.ledger.public_stats import LedgerStats
 from coordinator.ledger.schema import (
     ACTIVE_STATES,
     MIGRATIONS,
@@ -102,6 +103,8 @@ class RunRecord:
     cost_usd: float
     tokens: int
     sub_issues_created: int = 0
+    log_url: str | None = None
+    """Where the grid worker that ran it serves its log (from its ``AgentStarted``); None before it started."""
 
     @property
     def active(self) -> bool:
@@ -287,6 +290,8 @@ class Ledger:
         self._engine = engine
         self.outbox = Outbox(engine)
         """The tracker writes not yet written."""
+        self.stats = LedgerStats(engine)
+        """What operators watch (the coordinator's metrics)."""
 
     async def facts(self, *, issue_key: str, repo: str, root_key: str, agent_kind: str, today: date) -> LedgerFacts:
         """What the decision needs for one issue: two indexed queries, whatever the history's size."""
@@ -363,12 +368,15 @@ class Ledger:
             return StartOutcome.AT_CAP
         return StartOutcome.STARTED
 
-    async def mark_started(self, run_id: str, *, worker_id: str, at: datetime) -> ClaimResult:
+    async def mark_started(
+        self, run_id: str, *, worker_id: str, at: datetime, log_url: str | None = None
+    ) -> ClaimResult:
         """The grid started the run on ``worker_id``: recorded while the run is active and no other worker holds it.
 
-        The first worker to report a start holds the run; the same worker repeating its ``AgentStarted`` is a
-        no-op. An unknown or ended run, or one another worker holds, is left as it is: the caller tells that
-        worker to stop, so one run id never has two processes and a run the ledger ended never keeps running.
+        The first worker to report a start holds the run (and names its ``log_url``); the same worker repeating
+        its ``AgentStarted`` is a no-op. An unknown or ended run, or one another worker holds, is left as it is:
+        the caller tells that worker to stop, so one run id never has two processes and a run the ledger ended
+        never keeps running.
         """
         async with self._engine.begin() as connection:
             # Conditional on no worker yet: of two racing starts, the second finds the row taken (PostgreSQL
@@ -376,7 +384,7 @@ class Ledger:
             taken = await connection.execute(
                 runs.update()
                 .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), runs.c.worker_id.is_(None))
-                .values(state="running", started_at=at, last_seen_at=at, worker_id=worker_id)
+                .values(state="running", started_at=at, last_seen_at=at, worker_id=worker_id, log_url=log_url)
             )
             if taken.rowcount:
                 await _event(connection, run_id, at, "started", worker_id)
@@ -1008,4 +1016,5 @@ def _record(row: Any) -> RunRecord:
         cost_usd=row.cost_usd,
         tokens=row.tokens,
         sub_issues_created=row.sub_issues_created,
+        log_url=row.log_url,
     )

@@ -38,6 +38,8 @@ runs = sa.Table(
     sa.Column("summary", sa.Text),
     # Sub-issues the run created through the agent tools, against ``max_sub_issues_per_run`` (migration 2).
     sa.Column("sub_issues_created", sa.Integer, nullable=False, default=0, server_default="0"),
+    # Where the grid worker serves the run's log (its AgentStarted's log_url), for the API's log proxy (migration 4).
+    sa.Column("log_url", sa.Text),
     # The lease: at most one active run per issue, enforced by the database for every coordinator.
     sa.Index(
         "runs_one_active_per_issue",
@@ -100,6 +102,8 @@ repo_days = sa.Table(
     sa.Column("repo", sa.String(200), primary_key=True),
     sa.Column("day", sa.Date, primary_key=True),
     sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
+    # Today's totals of every repository, for the metrics: the primary key leads with the repository (migration 4).
+    sa.Index("repo_day_totals_by_day", "day"),
 )
 
 settings_table = sa.Table(
@@ -164,5 +168,14 @@ async def _tracker_writes(connection: AsyncConnection) -> None:
     await connection.run_sync(lambda sync: tracker_writes.create(sync, checkfirst=True))
 
 
+async def _run_log_urls(connection: AsyncConnection) -> None:
+    # As in migration 2: a ledger `_initial` created from today's definitions has both already.
+    columns = await connection.run_sync(lambda sync: {c["name"] for c in sa.inspect(sync).get_columns("runs")})
+    if "log_url" not in columns:
+        await connection.execute(sa.text("ALTER TABLE runs ADD COLUMN log_url TEXT"))
+    by_day = next(index for index in repo_days.indexes if index.name == "repo_day_totals_by_day")
+    await connection.run_sync(lambda sync: by_day.create(sync, checkfirst=True))
+
+
 # Append only: a migration, once released, never changes.
-MIGRATIONS: Sequence[Migration] = (_initial, _sub_issues_per_run, _tracker_writes)
+MIGRATIONS: Sequence[Migration] = (_initial, _sub_issues_per_run, _tracker_writes, _run_log_urls)

@@ -113,7 +113,11 @@ def coordinator_environment(base: dict[str, str]) -> dict[str, str]:
     A parent may be resumed every 5 s (production: 120 s) so that the demo epic is managed as each child
     finishes, and a run may spend at most 250,000 tokens, so that the demo's runaway is stopped in seconds.
     """
+    grid_url = f"http://127.0.0.1:{base.get('EXECUTION_GRID_HTTP__PORT', '8003')}/"
     defaults = {
+        # The log proxy (/api/runs/{id}/log, `agent-grid logs`) reads the local worker's API with its token.
+        "COORDINATOR_GRID_API__TOKEN": LOCAL_API_TOKEN,
+        "COORDINATOR_GRID_API__ALLOWED_URL_PREFIXES": json.dumps([grid_url]),
         "COORDINATOR_TOOLS__RUN_TOKEN_SECRET": LOCAL_RUN_TOKEN_SECRET,
         "COORDINATOR_POLICY__MANAGEMENT__MIN_INTERVAL_S": "5",
         "COORDINATOR_POLICY__CAPS__MAX_TOKENS_PER_RUN": "250000",

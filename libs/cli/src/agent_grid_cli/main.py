@@ -16,6 +16,7 @@ from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_transport import TransportError, open_sqs_transport
 
 from agent_grid_cli.local_grid import run_local_grid
+from agent_grid_cli.operations import add_operator_commands
 from agent_grid_cli.settings import CliSettings
 
 app = typer.Typer(no_args_is_help=True, help="agent-grid: GitHub issues in, autonomous agent runs out.")
@@ -211,3 +212,6 @@ def broker_status(port: Annotated[int | None, typer.Option()] = None) -> None:
     if not broker.is_healthy():
         raise _fail(f"no broker answering at {broker.endpoint_url}")
     typer.echo(f"broker healthy at {broker.endpoint_url}")
+
+
+add_operator_commands(app, _settings)

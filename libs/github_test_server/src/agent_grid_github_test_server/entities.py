@@ -57,6 +57,8 @@ class Repo:
     labels: dict[str, Label] = field(default_factory=dict)  # by lower-cased name
     issues: dict[int, "Issue"] = field(default_factory=dict)  # by number
     collaborators: set[int] = field(default_factory=set)
+    # A collaborator's role when it is not GitHub's default for collaborators (write): admin, maintain, triage, read.
+    roles: dict[int, str] = field(default_factory=dict)
     next_number: int = 1
 
     @property
@@ -93,9 +95,22 @@ class Issue:
     labels: list[Label] = field(default_factory=list)
     assignees: list[User] = field(default_factory=list)
     comments: list[Comment] = field(default_factory=list)
+    events: list["IssueEvent"] = field(default_factory=list)  # its timeline's label changes, oldest first
     parent_id: int | None = None
     sub_issue_ids: list[int] = field(default_factory=list)  # in priority order
     author_association: str | None = None  # None: derived from the repository
+    via_app: "App | None" = None
+
+
+@dataclass(eq=False)
+class IssueEvent:
+    """A label added to or removed from an issue, as ``GET /repos/{owner}/{repo}/issues/{number}/events`` lists it."""
+
+    id: int
+    event: Literal["labeled", "unlabeled"]
+    actor: User
+    label: Label
+    created_at: datetime
     via_app: "App | None" = None
 
 

@@ -100,6 +100,17 @@ class FakeGitHub:
             store.add_collaborator(repo, store.user(login))
         return SeededRepo(repo.owner.login, repo.name, repo.id)
 
+    def add_collaborator(self, owner: str, repo: str, login: str, *, role: str = "write") -> None:
+        """Give an existing user a role on a repository: ``admin``, ``maintain``, ``write``, ``triage`` or ``read``."""
+        store = self._core.store
+        self._seed(lambda: store.add_collaborator(self._repo(owner, repo), store.user(login), role=role))
+
+    def label_issue(self, owner: str, repo: str, number: int, labels: Sequence[str], *, actor: str) -> None:
+        """Add labels to an issue as ``actor`` (its timeline and webhooks say who)."""
+        store = self._core.store
+        issue = store.issue(self._repo(owner, repo), number)
+        self._seed(lambda: store.add_labels(issue, store.user(actor), list(labels)))
+
     def add_label(
         self, owner: str, repo: str, name: str, *, color: str = "ededed", description: str | None = None
     ) -> None:

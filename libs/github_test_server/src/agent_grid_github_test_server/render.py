@@ -8,7 +8,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import quote
 
-from agent_grid_github_test_server.entities import App, Comment, Installation, Issue, IssueState, Label, Repo, User
+from agent_grid_github_test_server.entities import (
+    App,
+    Comment,
+    Installation,
+    Issue,
+    IssueEvent,
+    IssueState,
+    Label,
+    Repo,
+    User,
+)
 from agent_grid_github_test_server.store import Store
 
 type Json = dict[str, object]
@@ -255,6 +265,42 @@ class Renderer:
             "author_association": comment.author_association or self.store.association(issue.repo, comment.user),
             "performed_via_github_app": self.app(comment.via_app),
             "reactions": _reactions(f"{api}/reactions"),
+        }
+
+    def issue_event(self, issue: Issue, event: IssueEvent) -> Json:
+        """``labeled-issue-event`` / ``unlabeled-issue-event``, as the issue's events list them."""
+        return {
+            "id": event.id,
+            "node_id": node_id(f"{event.event.capitalize()}Event", event.id),
+            "url": f"{self.urls.repo(issue.repo)}/issues/events/{event.id}",
+            "actor": self.user(event.actor),
+            "event": event.event,
+            "commit_id": None,
+            "commit_url": None,
+            "created_at": timestamp(event.created_at),
+            "performed_via_github_app": self.app(event.via_app),
+            "label": {"name": event.label.name, "color": event.label.color},
+        }
+
+    def collaborator_permission(self, repo: Repo, user: User) -> Json:
+        """``repository-collaborator-permission``: the role's own name, and its legacy base permission.
+
+        The legacy field reads maintain as write and triage as read, as GitHub's does.
+        """
+        role = self.store.role(repo, user)
+        legacy = {"maintain": "write", "triage": "read"}.get(role, role)
+        collaborator = self.user(user) or {}
+        permissions = {
+            "pull": role != "none",
+            "triage": role in ("triage", "write", "maintain", "admin"),
+            "push": legacy in ("write", "admin"),
+            "maintain": role in ("maintain", "admin"),
+            "admin": role == "admin",
+        }
+        return {
+            "permission": legacy,
+            "role_name": role,
+            "user": {**collaborator, "permissions": permissions, "role_name": role},
         }
 
     def app(self, app: App | None) -> Json | None:

@@ -2,6 +2,7 @@
 
 from fastapi import APIRouter, Request, Response
 
+from agent_grid_github_test_server.errors import not_found
 from agent_grid_github_test_server.http_common import (
     actor_of,
     caller_of,
@@ -22,6 +23,7 @@ _ISSUES_DOCS = "https://docs.github.com/rest/issues/issues"
 _COMMENTS_DOCS = "https://docs.github.com/rest/issues/comments"
 _LABELS_DOCS = "https://docs.github.com/rest/issues/labels"
 _ASSIGNEES_DOCS = "https://docs.github.com/rest/issues/assignees"
+_COLLABORATORS_DOCS = "https://docs.github.com/rest/collaborators/collaborators"
 
 
 @router.get("/repos/{owner}/{repo}")
@@ -202,3 +204,24 @@ async def remove_assignees(request: Request, owner: str, repo: str, issue_number
     core.store.remove_assignees(issue, actor_of(request), body.get("assignees", []))
     core.publish()
     return reply(core.render.issue(issue, single=True))
+
+
+# events and permissions
+
+
+@router.get("/repos/{owner}/{repo}/issues/{issue_number}/events")
+async def list_issue_events(request: Request, owner: str, repo: str, issue_number: int) -> Response:
+    core = core_of(request)
+    issue = core.store.issue(repo_of(request, owner, repo), issue_number)
+    page, headers = paginate(request, issue.events)
+    return reply([core.render.issue_event(issue, event) for event in page], headers=headers)
+
+
+@router.get("/repos/{owner}/{repo}/collaborators/{username}/permission")
+async def get_collaborator_permission(request: Request, owner: str, repo: str, username: str) -> Response:
+    core = core_of(request)
+    target = repo_of(request, owner, repo)
+    user = core.store.users.get(username.lower())
+    if user is None:
+        raise not_found(f"{_COLLABORATORS_DOCS}#get-repository-permissions-for-a-user")
+    return reply(core.render.collaborator_permission(target, user))

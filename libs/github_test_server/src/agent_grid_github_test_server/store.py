@@ -8,6 +8,7 @@ as GitHub does.
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from typing import Literal
 
 from agent_grid_github_test_server.entities import (
     AUTHOR_ASSOCIATIONS,
@@ -16,6 +17,7 @@ from agent_grid_github_test_server.entities import (
     Comment,
     Installation,
     Issue,
+    IssueEvent,
     IssueState,
     Label,
     Repo,
@@ -33,6 +35,7 @@ from agent_grid_github_test_server.errors import (
 from agent_grid_github_test_server.graph import IssueGraph
 
 MAX_ASSIGNEES = 10
+_ROLES = ("admin", "maintain", "write", "triage", "read")
 DEFAULT_LABEL_COLOR = "ededed"
 _LABELS_DOCS = "https://docs.github.com/rest/issues/labels#remove-a-label-from-an-issue"
 
@@ -100,8 +103,28 @@ class Store(IssueGraph):
     def repos_by_id(self) -> dict[int, Repo]:
         return {repo.id: repo for repo in self.repos.values()}
 
-    def add_collaborator(self, repo: Repo, user: User) -> None:
+    def add_collaborator(self, repo: Repo, user: User, *, role: str = "write") -> None:
+        if role not in _ROLES:
+            raise invalid_field("Collaborator", "permission", role)
         repo.collaborators.add(user.id)
+        if role != "write":
+            repo.roles[user.id] = role
+
+    def role(self, repo: Repo, user: User) -> str:
+        """The user's role on the repository (``none`` without access): owner, organization, collaborator, app."""
+        if user is repo.owner:
+            return "admin"
+        if user.id in repo.collaborators:
+            return repo.roles.get(user.id, "write")
+        # Organization members get the organization's base role; this server's organizations grant write, as
+        # its repository answers say (``permissions.push`` for members).
+        if repo.owner.type == "Organization" and user.id in repo.owner.members:
+            return "write"
+        app = self.app_of(user)
+        installation = self.installation_for(repo) if app is not None else None
+        if installation is not None and installation.app is app:
+            return "write" if installation.permissions.get("issues") == "write" else "read"
+        return "none" if repo.private else "read"
 
     def association(self, repo: Repo, user: User) -> str:
         if user is repo.owner:
@@ -244,6 +267,8 @@ class Store(IssueGraph):
         repo.next_number += 1
         repo.issues[issue.number] = issue
         self.issues[issue.id] = issue
+        for label in issue.labels:  # as on GitHub: labels given at creation show in the timeline as added by the author
+            self._timeline(issue, "labeled", actor, label, created)
         self._record("issues", "opened", actor, issue)
         return issue
 
@@ -356,11 +381,18 @@ class Store(IssueGraph):
         issue.labels = labels
         for label in labels:
             if label not in before:
+                self._timeline(issue, "labeled", actor, label, self.now())
                 self._record("issues", "labeled", actor, issue, label=label)
         for label in before:
             if label not in labels:
+                self._timeline(issue, "unlabeled", actor, label, self.now())
                 self._record("issues", "unlabeled", actor, issue, label=label)
         return set(map(id, before)) != set(map(id, labels))
+
+    def _timeline(
+        self, issue: Issue, event: Literal["labeled", "unlabeled"], actor: User, label: Label, at: datetime
+    ) -> None:
+        issue.events.append(IssueEvent(self.next_id(), event, actor, label, at, self.app_of(actor)))
 
     def add_assignees(self, issue: Issue, actor: User, logins: object) -> Issue:
         added = self._assignable(issue.repo, _list(logins, "assignees"))

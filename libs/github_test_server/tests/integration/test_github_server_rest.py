@@ -13,6 +13,9 @@ from githubkit_schemas.v2022_11_28.models import (
     Issue,
     IssueComment,
     Label,
+    LabeledIssueEvent,
+    RepositoryCollaboratorPermission,
+    UnlabeledIssueEvent,
     ValidationError,
     ValidationErrorSimple,
 )
@@ -228,6 +231,51 @@ async def test_assignees_are_added_and_removed(api: Api, github: FakeGitHub) -> 
     assert removed.status_code == 200
     assert [u["login"] for u in removed.json()["assignees"]] == ["alice"]
     assert removed.json()["assignee"]["login"] == "alice"
+
+
+async def test_an_issue_s_events_say_who_added_and_removed_each_label(api: Api, github: FakeGitHub) -> None:
+    issue = seed_issue(github, labels=["bug"])  # labels given at creation: added by the author
+    github.add_member("acme", "bob")
+    github.label_issue("acme", "widgets", issue.number, ["agent-grid"], actor="bob")
+    events = "/repos/{owner}/{repo}/issues/{issue_number}/events"
+    await api.delete(
+        "/repos/{owner}/{repo}/issues/{issue_number}/labels/{name}", issue_number=issue.number, name="bug", **WIDGETS
+    )
+
+    listed = await api.get(events, issue_number=issue.number, **WIDGETS)
+    parsed = [
+        parse(LabeledIssueEvent, event) if event["event"] == "labeled" else parse(UnlabeledIssueEvent, event)
+        for event in listed.json()
+    ]
+    assert [(e.event, e.label.name, e.actor.login) for e in parsed] == [
+        ("labeled", "bug", "alice"),
+        ("labeled", "agent-grid", "bob"),
+        ("unlabeled", "bug", "alice"),
+    ]
+    assert parsed[0].created_at <= parsed[-1].created_at  # oldest first
+    first_page = await api.get(events, issue_number=issue.number, params={"per_page": 2}, **WIDGETS)
+    assert len(first_page.json()) == 2
+    assert 'rel="next"' in first_page.headers["link"]
+
+
+async def test_a_user_s_permission_on_a_repository_by_role(api: Api, github: FakeGitHub) -> None:
+    github.add_collaborator("acme", "widgets", "carol", role="triage")
+    permission = "/repos/{owner}/{repo}/collaborators/{username}/permission"
+    answers = {}
+    for login in ("alice", "bob", "carol"):
+        response = await api.get(permission, username=login, **WIDGETS)
+        parsed = parse(RepositoryCollaboratorPermission, response.json())
+        assert parsed.user is not None
+        answers[login] = (parsed.permission, parsed.role_name, parsed.user.login)
+    assert answers == {
+        "alice": ("write", "write", "alice"),  # an organization member
+        "bob": ("read", "read", "bob"),  # no grant: a public repository is readable by anyone
+        "carol": ("read", "triage", "carol"),  # triage reads as read in the legacy field
+    }
+    owner = await api.get(permission, username="bob", owner="bob", repo="solo")
+    assert owner.json()["permission"] == "admin"
+    missing = await api.get(permission, username="nobody", **WIDGETS)
+    assert missing.status_code == 404
 
 
 async def test_sub_issues_by_id_with_order_parent_and_summary(api: Api, github: FakeGitHub) -> None:

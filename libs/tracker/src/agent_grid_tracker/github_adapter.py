@@ -19,6 +19,8 @@ from agent_grid_tracker.body_blocks import replace_block, with_marker
 from agent_grid_tracker.github_convert import (
     comment_from_rest,
     issue_from_rest,
+    label_events_from_rest,
+    permission_from_rest,
     ref_of_issue_url,
     view_from_graphql,
 )
@@ -32,9 +34,11 @@ from agent_grid_tracker.public_tracker import (
     Issue,
     IssueNotFound,
     IssueView,
+    LabelEvent,
     NewIssue,
     PollCursor,
     PollResult,
+    RepoPermission,
     TrackerRefused,
     TrackerUnavailable,
     sticky_marker,
@@ -297,6 +301,26 @@ class GitHubTracker:
         }
         etag = response.headers.get("etag") if pages == 1 and "next" not in response.raw_response.links else None
         return PollResult(issues=tuple(fresh), parents=parents, cursor=advance(cursor, polled, etag))
+
+    async def label_events(self, ref: IssueRef) -> tuple[LabelEvent, ...]:
+        owner, name = _split(ref.repo)
+        what = f"list the events of {ref}"
+        first = await self._call(
+            what, self._rest.issues.async_list_events(owner, name, ref.number, per_page=self._page_size)
+        )
+        items, _ = await self._all_pages(what, first)
+        return label_events_from_rest(items)
+
+    async def permission(self, repo: str, login: str) -> RepoPermission:
+        owner, name = _split(repo)
+        try:
+            response = await self._call(
+                f"the permission of {login} on {repo}",
+                self._rest.repos.async_get_collaborator_permission_level(owner, name, login),
+            )
+        except IssueNotFound:
+            return RepoPermission.NONE  # no such account (GitHub answers 404)
+        return permission_from_rest(_json(response))
 
     async def _all_pages(
         self,

@@ -1,13 +1,21 @@
 """GitHub's JSON (REST and GraphQL) into the tracker's own types; nothing GitHub-shaped goes further."""
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from agent_grid_contracts.public_issues import AuthorAssociation, IssueRef
 
-from agent_grid_tracker.public_tracker import Comment, Issue, IssueState, IssueSummary, IssueView
+from agent_grid_tracker.public_tracker import (
+    Comment,
+    Issue,
+    IssueState,
+    IssueSummary,
+    IssueView,
+    LabelEvent,
+    RepoPermission,
+)
 
 _REPO_URL = re.compile(r"/repos/(?P<owner>[^/]+)/(?P<name>[^/]+)(?:/issues/(?P<number>\d+))?/?$")
 
@@ -125,3 +133,31 @@ def _graphql_login(author: Json | None) -> str:
 
 def _time(value: str) -> datetime:
     return datetime.fromisoformat(value)
+
+
+def label_events_from_rest(items: Sequence[Json]) -> tuple[LabelEvent, ...]:
+    """The ``labeled``/``unlabeled`` entries of an issue's REST events (others, and deleted accounts', skipped)."""
+    events = []
+    for item in items:
+        action, actor, label = item.get("event"), item.get("actor"), item.get("label")
+        if action not in ("labeled", "unlabeled") or not actor or not label:
+            continue
+        events.append(
+            LabelEvent(
+                action=action,
+                label=str(label.get("name", "")),
+                actor=actor["login"],
+                actor_is_bot=actor.get("type") == "Bot",
+                created_at=_time(item["created_at"]),
+            )
+        )
+    return tuple(events)
+
+
+def permission_from_rest(data: Json) -> RepoPermission:
+    """``repository-collaborator-permission``: its role by name, or (a custom role) its legacy base permission."""
+    known = {permission.value: permission for permission in RepoPermission}
+    for value in (data.get("role_name"), data.get("permission")):
+        if isinstance(value, str) and value in known:
+            return known[value]
+    return RepoPermission.NONE

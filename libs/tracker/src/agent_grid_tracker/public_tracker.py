@@ -14,7 +14,7 @@ Errors are few and mean one thing each to a caller:
 import hashlib
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Protocol
+from typing import Annotated, Literal, Protocol
 
 from agent_grid_contracts.public_issues import AuthorAssociation, IssueRef
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,10 +27,12 @@ __all__ = [
     "IssueState",
     "IssueSummary",
     "IssueView",
+    "LabelEvent",
     "NewIssue",
     "PollCursor",
     "PollResult",
     "RateLimited",
+    "RepoPermission",
     "Tracker",
     "TrackerError",
     "TrackerRefused",
@@ -133,6 +135,27 @@ class IssueView(_Model):
     blocked_by: tuple[IssueSummary, ...] = ()
     blocking: tuple[IssueSummary, ...] = ()
     comments: tuple[Comment, ...] = Field(default=(), description="The most recent ones, oldest first.")
+
+
+class LabelEvent(_Model):
+    """A label added to or removed from an issue, and who did it (the issue's event history)."""
+
+    action: Literal["labeled", "unlabeled"]
+    label: str
+    actor: str
+    actor_is_bot: bool = Field(default=False, description="An app's bot account, not a person.")
+    created_at: datetime
+
+
+class RepoPermission(StrEnum):
+    """A person's role on a repository, strongest first (GitHub's roles; ``none``: no access)."""
+
+    ADMIN = "admin"
+    MAINTAIN = "maintain"
+    WRITE = "write"
+    TRIAGE = "triage"
+    READ = "read"
+    NONE = "none"
 
 
 class NewIssue(_Model):
@@ -257,4 +280,12 @@ class Tracker(Protocol):
 
     async def poll_updated(self, cursor: PollCursor) -> PollResult:
         """Issues of ``cursor.repo`` updated since the cursor (a conditional request: unchanged costs nothing)."""
+        ...
+
+    async def label_events(self, ref: IssueRef) -> tuple[LabelEvent, ...]:
+        """Every label added to or removed from the issue, oldest first, with who did it."""
+        ...
+
+    async def permission(self, repo: str, login: str) -> RepoPermission:
+        """``login``'s role on ``repo`` (``NONE`` without access or without such an account)."""
         ...

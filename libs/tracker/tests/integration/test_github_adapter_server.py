@@ -20,6 +20,7 @@ from agent_grid_tracker.public_tracker import (
     NewIssue,
     PollCursor,
     RateLimited,
+    RepoPermission,
     TrackerUnavailable,
     sticky_marker,
 )
@@ -230,6 +231,34 @@ async def test_labels_assignees_close_and_reopen(hub: Hub, tracker: GitHubTracke
     assert (reopened.state, reopened.assignees) == (IssueState.OPEN, ())
 
 
+async def test_label_events_say_who_added_each_label_across_pages(hub: Hub) -> None:
+    github = hub.github
+    github.add_app("agent-grid", owner="octo", public_key_pem=_public_pem())
+    issue = github.add_issue("octo", "widgets", "Do it", author="alice", labels=["bug"])
+    github.add_collaborator("octo", "widgets", "bob", role="triage")
+    github.label_issue("octo", "widgets", issue.number, ["agent-grid"], actor="bob")
+    github.label_issue("octo", "widgets", issue.number, ["needs-human"], actor="agent-grid[bot]")
+    async with open_github_tracker(hub.settings(page_size=2)) as tracker:  # three events: two pages
+        events = await tracker.label_events(hub.ref(issue))
+    assert [(e.action, e.label, e.actor, e.actor_is_bot) for e in events] == [
+        ("labeled", "bug", "alice", False),
+        ("labeled", "agent-grid", "bob", False),
+        ("labeled", "needs-human", "agent-grid[bot]", True),
+    ]
+
+
+async def test_a_permission_is_the_role_by_name_and_none_for_an_unknown_account(
+    hub: Hub, tracker: GitHubTracker
+) -> None:
+    github = hub.github
+    github.add_user("carol")
+    github.add_collaborator("octo", "widgets", "bob", role="maintain")
+    assert await tracker.permission(REPO, "alice") is RepoPermission.WRITE  # an organization member
+    assert await tracker.permission(REPO, "bob") is RepoPermission.MAINTAIN  # the legacy field would say write
+    assert await tracker.permission(REPO, "carol") is RepoPermission.READ  # anyone, on a public repository
+    assert await tracker.permission(REPO, "nobody") is RepoPermission.NONE
+
+
 async def test_a_missing_issue_is_not_found_over_rest_and_graphql(hub: Hub, tracker: GitHubTracker) -> None:
     missing = IssueRef(repo=REPO, number=999)
     with pytest.raises(IssueNotFound):
@@ -375,3 +404,12 @@ async def test_polling_page_by_page_reports_every_issue_once_even_when_one_moves
     assert set(numbers) <= set(reported)
     repeated = {number for number in reported if reported.count(number) > 1}
     assert repeated <= {numbers[0]}  # only the bumped issue, once per state it was seen in
+
+
+def _public_pem() -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )

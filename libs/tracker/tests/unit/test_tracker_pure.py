@@ -7,6 +7,7 @@ import httpx
 import pytest
 from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_tracker.body_blocks import block_markers, replace_block
+from agent_grid_tracker.github_convert import permission_from_rest
 from agent_grid_tracker.github_retry import RetryPolicy, tracker_error
 from agent_grid_tracker.poll_window import advance, fresh_issues
 from agent_grid_tracker.public_github import GitHubSettings, open_github_tracker
@@ -17,6 +18,7 @@ from agent_grid_tracker.public_tracker import (
     IssueState,
     PollCursor,
     RateLimited,
+    RepoPermission,
     TrackerRefused,
     TrackerUnavailable,
     seen_mark,
@@ -237,3 +239,17 @@ def test_a_response_without_complete_rate_limit_headers_changes_no_window() -> N
     assert (recorded.resource, recorded.remaining, recorded.used) == ("core", 4999, None)
     assert recorded.reset_at == datetime.fromtimestamp(1_800_000_000, tz=UTC)
     assert book.snapshot() == {"core": recorded}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"permission": "write", "role_name": "maintain"}, RepoPermission.MAINTAIN),
+        ({"permission": "read", "role_name": "triage"}, RepoPermission.TRIAGE),
+        ({"permission": "write", "role_name": "release-manager"}, RepoPermission.WRITE),  # a custom role: its base
+        ({"permission": "none", "role_name": ""}, RepoPermission.NONE),
+        ({"permission": "superuser", "role_name": "superuser"}, RepoPermission.NONE),  # unknown: no trust
+    ],
+)
+def test_a_permission_answer_names_the_role_or_its_base_permission(answer: dict[str, str], expected: object) -> None:
+    assert permission_from_rest(answer) is expected

@@ -5,9 +5,10 @@ way ("Field 'x' doesn't exist on type 'Issue'"); both are mirrored here.
 """
 
 import re
+from functools import lru_cache
 
 from fastapi import APIRouter, Request, Response
-from graphql import GraphQLError, graphql_sync
+from graphql import DocumentNode, ExecutionResult, GraphQLError, execute_sync, parse, validate
 
 from agent_grid_github_test_server.errors import ApiError, bad_credentials
 from agent_grid_github_test_server.graphql_schema import SCHEMA, GraphContext
@@ -30,19 +31,35 @@ async def execute(request: Request) -> Response:
     if not isinstance(query, str) or (variables is not None and not isinstance(variables, dict)):
         raise ApiError(400, "Problems parsing JSON", documentation_url="https://docs.github.com/graphql")
     operation = body.get("operationName")
-    result = graphql_sync(
-        SCHEMA,
-        query,
-        context_value=GraphContext(core, token),
-        variable_values=variables,
-        operation_name=operation if isinstance(operation, str) else None,
-    )
+    document, errors = _prepared(query)
+    if document is None:
+        result = ExecutionResult(data=None, errors=list(errors))
+    else:
+        result = execute_sync(
+            SCHEMA,
+            document,
+            context_value=GraphContext(core, token),
+            variable_values=variables,
+            operation_name=operation if isinstance(operation, str) else None,
+        )
     answer: dict[str, object] = {}
     if result.errors is None or result.data is not None:
         answer["data"] = result.data
     if result.errors:
         answer["errors"] = [_github_error(error) for error in result.errors]
     return reply(answer)
+
+
+# Clients send the same few documents over and over, and parsing and validating one took most of a request's
+# time (~5 of 6.5 ms for the adapter's issue view): each document is prepared once.
+@lru_cache(maxsize=128)
+def _prepared(query: str) -> tuple[DocumentNode | None, tuple[GraphQLError, ...]]:
+    try:
+        document = parse(query)
+    except GraphQLError as error:
+        return None, (error,)
+    errors = validate(SCHEMA, document)
+    return (None, tuple(errors)) if errors else (document, ())
 
 
 def _github_error(error: GraphQLError) -> dict[str, object]:

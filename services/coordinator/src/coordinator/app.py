@@ -58,9 +58,10 @@ def create_app(
                 OutboxWriter(ledger, the_tracker, settings.policy, settings.outbox).running()
             )
             # Concurrent handlers' launches share SendMessageBatch calls; each handler still returns only once
-            # its own launch is on the broker.
+            # its own launch is on the broker. A launch may wait 10 ms for company (a run lasts minutes), which
+            # fills batches where a 2 ms linger sent most launches alone (make bench-coordinator).
             launches = await stack.enter_async_context(
-                CoalescingPublisher(runtime.publisher(QueueName.LAUNCHES)).running()
+                CoalescingPublisher(runtime.publisher(QueueName.LAUNCHES), linger_s=0.01).running()
             )
             coordinator = Coordinator(
                 tracker=the_tracker,

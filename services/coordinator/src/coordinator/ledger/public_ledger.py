@@ -5,6 +5,7 @@ production (``postgresql+asyncpg://…``); the same SQL runs on both. Each write
 every write is idempotent, so a redelivered message changes nothing twice.
 """
 
+import functools
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
@@ -16,8 +17,9 @@ from typing import Any
 import sqlalchemy as sa
 from agent_grid_contracts.public_issues import Actor
 from agent_grid_contracts.public_lifecycle import ExitReason
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from coordinator.decisions.public_facts import LedgerFacts
 from coordinator.ledger.public_outbox import Outbox, OutboxEntry
@@ -33,7 +35,13 @@ from coordinator.ledger.schema import (
     settings_table,
     trees,
 )
-from coordinator.ledger.sql import enqueue_writes, insert_for, upsert
+from coordinator.ledger.sql import enqueue_writes, insert_for_dialect, upsert
+from coordinator.ledger.transactions import (
+    AsyncEngineTransactions,
+    SqliteThreadTransactions,
+    Transactions,
+    sqlite_pragmas,
+)
 
 __all__ = [
     "ActiveRun",
@@ -283,12 +291,17 @@ _CANCEL_REQUESTED = "cancel_requested"
 
 
 class Ledger:
-    """Reads and writes of the ledger. Open it with :func:`open_ledger`."""
+    """Reads and writes of the ledger. Open it with :func:`open_ledger`.
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Wrap an engine whose database has been migrated."""
+    Every method is one transaction, run whole by the ledger's :class:`Transactions` (on SQLite in the one
+    thread that owns the database's connection; on PostgreSQL on the async engine).
+    """
+
+    def __init__(self, engine: AsyncEngine, transactions: Transactions | None = None) -> None:
+        """Wrap an engine whose database has been migrated (and, on SQLite, the thread that writes it)."""
         self._engine = engine
-        self.outbox = Outbox(engine)
+        self._tx: Transactions = transactions or AsyncEngineTransactions(engine)
+        self.outbox = Outbox(self._tx)
         """The tracker writes not yet written."""
         self.stats = LedgerStats(engine)
         """What operators watch (the coordinator's metrics)."""
@@ -296,8 +309,7 @@ class Ledger:
     async def facts(self, *, issue_key: str, repo: str, root_key: str, agent_kind: str, today: date) -> LedgerFacts:
         """What the decision needs for one issue: two indexed queries, whatever the history's size."""
         scope = FactsScope(issue_key=issue_key, repo=repo, root_key=root_key, agent_kind=agent_kind, today=today)
-        async with self._engine.connect() as connection:
-            return await _read_facts(connection, scope)
+        return await self._tx.read(lambda connection: _read_facts(connection, scope))
 
     async def decide[T](
         self,
@@ -309,64 +321,60 @@ class Ledger:
     ) -> Decided[T]:
         """Read the facts, let ``plan`` (pure) decide, and apply its changes: one transaction.
 
-        On SQLite the transaction takes the write lock first (``BEGIN IMMEDIATE``), so the facts are the
-        truth until it commits, for every coordinator sharing the file. On PostgreSQL decisions read without
-        a lock, and a launch then takes the launch lock and checks the caps again (:meth:`start_run`), so
-        that concurrent launches cannot slip past a cap the decision saw free.
+        On SQLite the transaction holds the write lock from its start, so the facts are the truth until it
+        commits, for every coordinator sharing the file. On PostgreSQL decisions read without a lock, and a
+        launch then takes the launch lock and checks the caps again (as :meth:`start_run` does), so that
+        concurrent launches cannot slip past a cap the decision saw free.
         """
-        outcome: StartOutcome | None = None
-        run: NewRun | None = None
+
+        def decide(connection: Connection) -> Decided[T]:
+            facts = _read_facts(connection, scope)
+            verdict, changes = plan(facts)
+            run = changes.run
+            if run is not None:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(_LAUNCH_LOCK)
+                    if _over_a_cap(connection, run, limits):
+                        raise _Refused(Decided(verdict, facts, run, StartOutcome.AT_CAP))
+                try:
+                    _record_run(connection, run, now=now, reset_failures=changes.reset_failures)
+                except IntegrityError:
+                    raise _Refused(Decided(verdict, facts, run, StartOutcome.LEASE_TAKEN)) from None
+            if changes.remember is not None:
+                _remember(connection, scope.issue_key, changes.remember)
+            if changes.stop_managing:
+                connection.execute(
+                    issues.update().where(issues.c.issue_key == scope.issue_key).values(last_manage_started_at=None)
+                )
+            enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in changes.writes], now)
+            return Decided(verdict, facts, run, StartOutcome.STARTED if run is not None else None)
+
         try:
-            async with self._engine.begin() as connection:
-                await _lock_for_writing(connection)
-                facts = await _read_facts(connection, scope)
-                verdict, changes = plan(facts)
-                run = changes.run
-                if run is not None:
-                    outcome = StartOutcome.AT_CAP
-                    if connection.dialect.name == "postgresql":
-                        await connection.execute(_LAUNCH_LOCK)
-                        if await _over_a_cap(connection, run, limits):
-                            raise _AtCap
-                    outcome = StartOutcome.LEASE_TAKEN
-                    await _record_run(connection, run, now=now, reset_failures=changes.reset_failures)
-                    outcome = StartOutcome.STARTED
-                if changes.remember is not None:
-                    await _remember(connection, scope.issue_key, changes.remember)
-                if changes.stop_managing:
-                    await connection.execute(
-                        issues.update().where(issues.c.issue_key == scope.issue_key).values(last_manage_started_at=None)
-                    )
-                await enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in changes.writes], now)
-        except IntegrityError:
-            if outcome is not StartOutcome.LEASE_TAKEN:
-                raise
-        except _AtCap:
-            pass  # the transaction rolled back; ``outcome`` says why
-        return Decided(verdict, facts, run, outcome)
+            return await self._tx.write(decide)
+        except _Refused as refused:  # the transaction rolled back: nothing of the decision was applied
+            return refused.decided
 
     async def start_run(self, run: NewRun, *, now: datetime, limits: LaunchLimits | None = None) -> StartOutcome:
         """Take the issue's lease and record the run, unless another run holds the lease or a cap is reached.
 
         The decision read the counts before; concurrent launches (other messages, other coordinators) may
         have changed them since, so the caps are checked again here, in the one transaction that launches.
-        On PostgreSQL launches are serialised by an advisory lock for that; SQLite's single writer does it.
+        On PostgreSQL launches are serialised by an advisory lock for that; on SQLite by the write lock.
         """
+
+        def start(connection: Connection) -> StartOutcome:
+            if limits is not None:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(_LAUNCH_LOCK)
+                if _over_a_cap(connection, run, limits):
+                    return StartOutcome.AT_CAP
+            _record_run(connection, run, now=now)
+            return StartOutcome.STARTED
+
         try:
-            async with self._engine.begin() as connection:
-                if limits is not None:
-                    if connection.dialect.name == "postgresql":
-                        await connection.execute(_LAUNCH_LOCK)
-                    else:
-                        await _lock_for_writing(connection)
-                    if await _over_a_cap(connection, run, limits):
-                        raise _AtCap
-                await _record_run(connection, run, now=now)
+            return await self._tx.write(start)
         except IntegrityError:
             return StartOutcome.LEASE_TAKEN
-        except _AtCap:
-            return StartOutcome.AT_CAP
-        return StartOutcome.STARTED
 
     async def mark_started(
         self, run_id: str, *, worker_id: str, at: datetime, log_url: str | None = None
@@ -378,27 +386,30 @@ class Ledger:
         the caller tells that worker to stop, so one run id never has two processes and a run the ledger ended
         never keeps running.
         """
-        async with self._engine.begin() as connection:
+
+        def started(connection: Connection) -> ClaimResult:
             # Conditional on no worker yet: of two racing starts, the second finds the row taken (PostgreSQL
             # re-checks the predicate after waiting for the first's row lock; SQLite has a single writer).
-            taken = await connection.execute(
+            taken = connection.execute(
                 runs.update()
                 .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), runs.c.worker_id.is_(None))
                 .values(state="running", started_at=at, last_seen_at=at, worker_id=worker_id, log_url=log_url)
             )
             if taken.rowcount:
-                await _event(connection, run_id, at, "started", worker_id)
-            found = await _claim(connection, run_id, worker_id)
+                _event(connection, run_id, at, "started", worker_id)
+            found = _claim(connection, run_id, worker_id)
             if not found.held:
                 return found
             root_key = sa.select(runs.c.root_key).where(runs.c.run_id == run_id).scalar_subquery()
-            killed = await connection.scalar(sa.select(trees.c.killed).where(trees.c.root_key == root_key))
-            requested = await connection.scalar(
+            killed = connection.scalar(sa.select(trees.c.killed).where(trees.c.root_key == root_key))
+            requested = connection.scalar(
                 sa.select(run_events.c.detail)
                 .where(run_events.c.run_id == run_id, run_events.c.kind == _CANCEL_REQUESTED)
                 .limit(1)
             )
-        return replace(found, tree_killed=bool(killed), cancel_requested=requested)
+            return replace(found, tree_killed=bool(killed), cancel_requested=requested)
+
+        return await self._tx.write(started)
 
     async def heartbeat(
         self, run_id: str, *, worker_id: str, at: datetime, cost_usd: float, tokens: int
@@ -409,8 +420,9 @@ class Ledger:
         may overtake its ``AgentStarted``); another worker's heartbeats would keep a run alive that its own
         worker no longer reports, and hide it from the lost-run sweep.
         """
-        async with self._engine.begin() as connection:
-            changed = await connection.execute(
+
+        def beat(connection: Connection) -> ClaimResult:
+            changed = connection.execute(
                 runs.update()
                 .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), _held_by(worker_id))
                 .values(
@@ -422,7 +434,9 @@ class Ledger:
             )
             if changed.rowcount:
                 return ClaimResult(Claim.HELD)
-            return await _claim(connection, run_id, worker_id)
+            return _claim(connection, run_id, worker_id)
+
+        return await self._tx.write(beat)
 
     async def finish(
         self,
@@ -443,16 +457,15 @@ class Ledger:
         ``writes`` gives the tracker writes that report the end, added to the outbox in the same transaction.
         """
         holder = _held_by(worker_id) if worker_id is not None else sa.true()
-        async with self._engine.begin() as connection:
-            current = (
-                await connection.execute(
-                    sa.select(runs).where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), holder)
-                )
+
+        def end(connection: Connection) -> FinishedRun | None:
+            current = connection.execute(
+                sa.select(runs).where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), holder)
             ).first()
             if current is None:
                 return None
             cost, spent = max(cost_usd, current.cost_usd), max(tokens, current.tokens)
-            ended = await connection.execute(
+            ended = connection.execute(
                 runs.update()
                 .where(runs.c.run_id == run_id, runs.c.state.in_(ACTIVE_STATES), holder)
                 .values(
@@ -468,40 +481,39 @@ class Ledger:
             if not ended.rowcount:
                 return None  # another coordinator ended it between our read and write
             failed = reason in _FAILURES
-            await connection.execute(
+            connection.execute(
                 issues.update()
                 .where(issues.c.issue_key == current.issue_key)
                 .values(consecutive_failures=issues.c.consecutive_failures + 1 if failed else 0)
             )
-            await connection.execute(
+            connection.execute(
                 trees.update()
                 .where(trees.c.root_key == current.root_key)
                 .values(cost_usd=trees.c.cost_usd + cost, tokens=trees.c.tokens + spent)
             )
             day = at.astimezone(UTC).date()
-            await upsert(connection, repo_days, {"repo": current.repo, "day": day}, add={"cost_usd": cost})
-            await _event(connection, run_id, at, "exited", reason.value)
-            failures = await connection.scalar(
+            upsert(connection, repo_days, {"repo": current.repo, "day": day}, add={"cost_usd": cost})
+            _event(connection, run_id, at, "exited", reason.value)
+            failures = connection.scalar(
                 sa.select(issues.c.consecutive_failures).where(issues.c.issue_key == current.issue_key)
             )
-            record = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).one()
+            record = connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
             finished = FinishedRun(_record(record), int(failures or 0))
             if writes is not None:
-                await enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in writes(finished)], at)
-        return finished
+                enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in writes(finished)], at)
+            return finished
+
+        return await self._tx.write(end)
 
     async def reset_failures(self, issue_key: str) -> None:
         """Close the issue's circuit breaker: a person handed it back, its failed runs in a row count from zero."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                issues.update().where(issues.c.issue_key == issue_key).values(consecutive_failures=0)
-            )
+        statement = issues.update().where(issues.c.issue_key == issue_key).values(consecutive_failures=0)
+        await self._tx.write(lambda connection: connection.execute(statement))
 
     async def silent_runs(self, *, seen_before: datetime) -> list[RunRecord]:
         """Active runs not heard from since ``seen_before`` (candidates for ``lost``)."""
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(sa.select(runs).where(_ACTIVE, runs.c.last_seen_at < seen_before))
-            return [_record(row) for row in rows]
+        query = sa.select(runs).where(_ACTIVE, runs.c.last_seen_at < seen_before)
+        return await self._tx.read(lambda connection: [_record(row) for row in connection.execute(query)])
 
     async def request_cancels(
         self, *, root_key: str, issue_key: str | None = None, reason: str, at: datetime
@@ -516,12 +528,13 @@ class Ledger:
         query = sa.select(runs.c.run_id, runs.c.issue_key, runs.c.worker_id).where(_ACTIVE, runs.c.root_key == root_key)
         if issue_key is not None:
             query = query.where(runs.c.issue_key == issue_key)
-        async with self._engine.begin() as connection:
-            found = [ActiveRun(row.run_id, row.issue_key, row.worker_id) for row in await connection.execute(query)]
+
+        def note(connection: Connection) -> list[ActiveRun]:
+            found = [ActiveRun(row.run_id, row.issue_key, row.worker_id) for row in connection.execute(query)]
             if not found:
                 return []
             noted = set(
-                await connection.scalars(
+                connection.scalars(
                     sa.select(run_events.c.run_id).where(
                         run_events.c.run_id.in_([run.run_id for run in found]), run_events.c.kind == _CANCEL_REQUESTED
                     )
@@ -533,36 +546,39 @@ class Ledger:
                 if run.run_id not in noted
             ]
             if new:
-                await connection.execute(run_events.insert(), new)
-        return found
+                connection.execute(run_events.insert(), new)
+            return found
+
+        return await self._tx.write(note)
 
     async def remember_nudge(self, issue_key: str, *, sent_at: datetime, actor: Actor | None) -> None:
         """Note a nudge, sent at ``sent_at`` by ``actor``, that waits (for the issue's run, for a free slot)."""
-        async with self._engine.begin() as connection:
-            await _remember(connection, issue_key, WaitingNudge(sent_at, actor))
+        await self._tx.write(lambda connection: _remember(connection, issue_key, WaitingNudge(sent_at, actor)))
 
     async def take_pending_nudge(self, issue_key: str, *, newer_than: datetime) -> PendingNudge | None:
         """The nudge that waited for the issue if it was sent after ``newer_than``; forgets it either way."""
-        async with self._engine.begin() as connection:
-            row = (
-                await connection.execute(
-                    sa.select(issues.c.pending_since, issues.c.pending_actor).where(issues.c.issue_key == issue_key)
-                )
+
+        def take(connection: Connection) -> PendingNudge | None:
+            row = connection.execute(
+                sa.select(issues.c.pending_since, issues.c.pending_actor).where(issues.c.issue_key == issue_key)
             ).first()
             if row is None or row.pending_since is None:
                 return None
-            await connection.execute(
+            connection.execute(
                 issues.update().where(issues.c.issue_key == issue_key).values(pending_since=None, pending_actor=None)
             )
             if _aware(row.pending_since) <= newer_than:  # type: ignore[operator]
                 return None
             return _pending(issue_key, row.pending_actor)
 
+        return await self._tx.write(take)
+
     async def take_oldest_pending(self, *, limit: int) -> list[PendingNudge]:
         """Up to ``limit`` waiting nudges, oldest first; forgets them."""
-        async with self._engine.begin() as connection:
+
+        def take(connection: Connection) -> list[PendingNudge]:
             rows = list(
-                await connection.execute(
+                connection.execute(
                     sa.select(issues.c.issue_key, issues.c.pending_actor)
                     .where(issues.c.pending_since.is_not(None))
                     .order_by(issues.c.pending_since)
@@ -570,44 +586,41 @@ class Ledger:
                 )
             )
             if rows:
-                await connection.execute(
+                connection.execute(
                     issues.update()
                     .where(issues.c.issue_key.in_([row.issue_key for row in rows]))
                     .values(pending_since=None, pending_actor=None)
                 )
             return [_pending(row.issue_key, row.pending_actor) for row in rows]
 
+        return await self._tx.write(take)
+
     async def due_for_management(self, *, last_before: datetime, limit: int = 100) -> list[str]:
         """Parents under management whose last management run began before ``last_before``, oldest first."""
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(
-                sa.select(issues.c.issue_key)
-                .where(issues.c.last_manage_started_at < last_before)
-                .order_by(issues.c.last_manage_started_at)
-                .limit(limit)
-            )
-            return [row.issue_key for row in rows]
+        query = (
+            sa.select(issues.c.issue_key)
+            .where(issues.c.last_manage_started_at < last_before)
+            .order_by(issues.c.last_manage_started_at)
+            .limit(limit)
+        )
+        return await self._tx.read(lambda connection: list(connection.scalars(query)))
 
     async def stop_managing(self, issue_key: str) -> None:
         """The parent is done (closed): no more timed resumptions."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                issues.update().where(issues.c.issue_key == issue_key).values(last_manage_started_at=None)
-            )
+        statement = issues.update().where(issues.c.issue_key == issue_key).values(last_manage_started_at=None)
+        await self._tx.write(lambda connection: connection.execute(statement))
 
     async def set_paused(self, paused: bool) -> None:
         """Pause (or resume) every launch."""
-        async with self._engine.begin() as connection:
-            updated = await connection.execute(
-                settings_table.update().where(settings_table.c.name == "paused").values(value=paused)
-            )
-            if not updated.rowcount:
-                await connection.execute(settings_table.insert().values(name="paused", value=paused))
+        await self._tx.write(
+            lambda connection: upsert(connection, settings_table, {"name": "paused"}, set_={"value": paused})
+        )
 
     async def set_tree_killed(self, root_key: str, killed: bool) -> None:
         """Turn a tree's kill switch on or off."""
-        async with self._engine.begin() as connection:
-            await upsert(connection, trees, {"root_key": root_key}, set_={"killed": killed})
+        await self._tx.write(
+            lambda connection: upsert(connection, trees, {"root_key": root_key}, set_={"killed": killed})
+        )
 
     async def runs(
         self,
@@ -628,33 +641,37 @@ class Ledger:
             query = query.where(runs.c.root_key == root_key)
         if states:
             query = query.where(runs.c.state.in_(list(states)))
-        async with self._engine.connect() as connection:
-            return [_record(row) for row in await connection.execute(query)]
+        return await self._tx.read(lambda connection: [_record(row) for row in connection.execute(query)])
 
     async def run(self, run_id: str) -> tuple[RunRecord, list[RunEvent]] | None:
         """One run with its transitions, oldest first."""
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
+
+        def read(connection: Connection) -> tuple[RunRecord, list[RunEvent]] | None:
+            row = connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
             if row is None:
                 return None
-            events = await connection.execute(
+            events = connection.execute(
                 sa.select(run_events).where(run_events.c.run_id == run_id).order_by(run_events.c.id)
             )
             return _record(row), [RunEvent(_aware(e.at) or e.at, e.kind, e.detail) for e in events]
 
+        return await self._tx.read(read)
+
     async def run_record(self, run_id: str) -> RunRecord | None:
         """One run, without its transitions (one primary-key lookup)."""
-        async with self._engine.connect() as connection:
-            row = (await connection.execute(sa.select(runs).where(runs.c.run_id == run_id))).first()
-        return _record(row) if row is not None else None
+
+        def read(connection: Connection) -> RunRecord | None:
+            row = connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).first()
+            return _record(row) if row is not None else None
+
+        return await self._tx.read(read)
 
     async def run_records(self, run_ids: Collection[str]) -> list[RunRecord]:
         """The runs with these ids that exist (primary-key lookups), in no particular order."""
         if not run_ids:
             return []
-        async with self._engine.connect() as connection:
-            found = await connection.execute(sa.select(runs).where(runs.c.run_id.in_(list(run_ids))))
-            return [_record(row) for row in found]
+        query = sa.select(runs).where(runs.c.run_id.in_(list(run_ids)))
+        return await self._tx.read(lambda connection: [_record(row) for row in connection.execute(query)])
 
     async def events_after(self, after_id: int, *, limit: int, also: Collection[int] = ()) -> list[LedgerEvent]:
         """Events numbered above ``after_id`` (at most ``limit``), plus those numbered ``also``; by number.
@@ -667,14 +684,16 @@ class Ledger:
         if also:
             wanted = sa.or_(wanted, run_events.c.id.in_(list(also)))
         query = sa.select(run_events).where(wanted).order_by(run_events.c.id).limit(limit + len(also))
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(query)
-            return [LedgerEvent(e.id, e.run_id, _aware(e.at) or e.at, e.kind, e.detail) for e in rows]
+        return await self._tx.read(
+            lambda connection: [
+                LedgerEvent(e.id, e.run_id, _aware(e.at) or e.at, e.kind, e.detail) for e in connection.execute(query)
+            ]
+        )
 
     async def last_event_id(self) -> int:
         """The number of the latest event, 0 when there is none (the primary key's maximum: one index lookup)."""
-        async with self._engine.connect() as connection:
-            return int(await connection.scalar(sa.select(sa.func.max(run_events.c.id))) or 0)
+        query = sa.select(sa.func.max(run_events.c.id))
+        return int(await self._tx.read(lambda connection: connection.scalar(query)) or 0)
 
     async def reserve_sub_issues(self, run_id: str, count: int, *, cap: int) -> int | None:
         """Count ``count`` more sub-issues against the active run unless that takes it past ``cap``.
@@ -684,8 +703,9 @@ class Ledger:
         one run cannot both slip under the cap; sub-issues reserved but not created are given back with
         :meth:`release_sub_issues`.
         """
-        async with self._engine.begin() as connection:
-            reserved = await connection.execute(
+
+        def reserve(connection: Connection) -> int | None:
+            reserved = connection.execute(
                 runs.update()
                 .where(
                     runs.c.run_id == run_id,
@@ -696,55 +716,64 @@ class Ledger:
             )
             if not reserved.rowcount:
                 return None
-            total = await connection.scalar(sa.select(runs.c.sub_issues_created).where(runs.c.run_id == run_id))
-        return int(total or 0)
+            total = connection.scalar(sa.select(runs.c.sub_issues_created).where(runs.c.run_id == run_id))
+            return int(total or 0)
+
+        return await self._tx.write(reserve)
 
     async def release_sub_issues(self, run_id: str, count: int) -> None:
         """Give back ``count`` reserved sub-issues that were not created after all (never below zero)."""
         remaining = runs.c.sub_issues_created - count
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                runs.update()
-                .where(runs.c.run_id == run_id)
-                .values(sub_issues_created=sa.case((remaining < 0, 0), else_=remaining))
-            )
+        statement = (
+            runs.update()
+            .where(runs.c.run_id == run_id)
+            .values(sub_issues_created=sa.case((remaining < 0, 0), else_=remaining))
+        )
+        await self._tx.write(lambda connection: connection.execute(statement))
 
     async def record_event(self, run_id: str, kind: str, detail: str, *, at: datetime) -> None:
         """Note something a run did (e.g. ``finish:done``) among its transitions."""
-        async with self._engine.begin() as connection:
-            await _event(connection, run_id, at, kind, detail)
+        await self._tx.write(lambda connection: _event(connection, run_id, at, kind, detail))
 
     async def tree(self, root_key: str) -> TreeTotals | None:
         """The tree's totals, or None when no run ever happened in it."""
-        async with self._engine.connect() as connection:
-            tree = (await connection.execute(sa.select(trees).where(trees.c.root_key == root_key))).first()
+
+        def read(connection: Connection) -> TreeTotals | None:
+            tree = connection.execute(sa.select(trees).where(trees.c.root_key == root_key)).first()
             if tree is None:
                 return None
-            active = (
-                await connection.execute(
-                    sa.select(sa.func.count(), sa.func.sum(runs.c.cost_usd), sa.func.sum(runs.c.tokens)).where(
-                        runs.c.root_key == root_key, _ACTIVE
-                    )
+            active = connection.execute(
+                sa.select(sa.func.count(), sa.func.sum(runs.c.cost_usd), sa.func.sum(runs.c.tokens)).where(
+                    runs.c.root_key == root_key, _ACTIVE
                 )
             ).one()
-        return TreeTotals(
-            root_key=root_key,
-            authorised_by=tree.authorised_by,
-            runs=tree.runs,
-            active_runs=active[0],
-            cost_usd=tree.cost_usd + float(active[1] or 0.0),
-            tokens=tree.tokens + int(active[2] or 0),
-            killed=bool(tree.killed),
-        )
+            return TreeTotals(
+                root_key=root_key,
+                authorised_by=tree.authorised_by,
+                runs=tree.runs,
+                active_runs=active[0],
+                cost_usd=tree.cost_usd + float(active[1] or 0.0),
+                tokens=tree.tokens + int(active[2] or 0),
+                killed=bool(tree.killed),
+            )
+
+        return await self._tx.read(read)
 
     async def paused(self) -> bool:
         """Whether launches are paused."""
-        async with self._engine.connect() as connection:
-            return await _is_paused(connection)
+        return await self._tx.read(_is_paused)
 
     async def close(self) -> None:
         """Release connections."""
+        await self._tx.close()
         await self._engine.dispose()
+
+
+class _Refused(Exception):
+    """A launch that lost its race: rolls the decision's transaction back, carrying what was decided."""
+
+    def __init__(self, decided: "Decided[Any]") -> None:
+        self.decided = decided
 
 
 @asynccontextmanager
@@ -757,13 +786,19 @@ async def open_ledger(url: str) -> AsyncIterator[Ledger]:
         # connections wait on the file lock (busy-waiting costs seconds under concurrent messages).
         options |= {"pool_size": 1, "max_overflow": 0}
     engine = create_async_engine(url, **options)
+    transactions: Transactions | None = None
     if engine.dialect.name == "sqlite":
-        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        sa.event.listen(engine.sync_engine, "connect", sqlite_pragmas)
     try:
         await migrate(engine)
-        ledger = Ledger(engine)
+        if engine.dialect.name == "sqlite":
+            # Migrations done, the ledger's transactions run in the thread that owns the database's connection.
+            transactions = SqliteThreadTransactions(url.split(":///", 1)[1])
+        ledger = Ledger(engine, transactions)
         yield ledger
     finally:
+        if transactions is not None:
+            await transactions.close()
         await engine.dispose()
 
 
@@ -797,11 +832,11 @@ class _ActiveCounts:
     tree_tokens: int
 
 
-async def _active_counts(
-    connection: AsyncConnection, *, issue_key: str, repo: str, root_key: str, agent_kind: str
+def _active_counts(
+    connection: Connection, *, issue_key: str, repo: str, root_key: str, agent_kind: str
 ) -> _ActiveCounts:
     params = {"issue_key": issue_key, "repo": repo, "root_key": root_key, "agent_kind": agent_kind}
-    row = (await connection.execute(_ACTIVE_COUNTS, params)).one()
+    row = connection.execute(_ACTIVE_COUNTS, params).one()
     total, in_repo, in_tree, of_kind, on_issue, cost, tokens = row
     return _ActiveCounts(
         total=total,
@@ -843,22 +878,12 @@ _ACTIVE_COUNTS = sa.select(
 ).where(_ACTIVE)
 
 
-async def _lock_for_writing(connection: AsyncConnection) -> None:
-    """On SQLite, take the write lock now rather than at the first write, so that what is read stays true.
-
-    pysqlite opens a transaction only before the first write; reads before it would see a state another
-    process may change before the write. PostgreSQL callers serialise with an advisory lock instead.
-    """
-    if connection.dialect.name == "sqlite":
-        await connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-async def _read_facts(connection: AsyncConnection, scope: FactsScope) -> LedgerFacts:
-    active = await _active_counts(
+def _read_facts(connection: Connection, scope: FactsScope) -> LedgerFacts:
+    active = _active_counts(
         connection, issue_key=scope.issue_key, repo=scope.repo, root_key=scope.root_key, agent_kind=scope.agent_kind
     )
     params = {"issue_key": scope.issue_key, "root_key": scope.root_key, "repo": scope.repo, "today": scope.today}
-    totals = (await connection.execute(_TOTALS, params)).one()
+    totals = connection.execute(_TOTALS, params).one()
     issue_runs, failures, managed_at, tree_runs, tree_cost, tree_tokens, authorised_by, killed, today, paused = totals
     return LedgerFacts(
         active_total=active.total,
@@ -880,9 +905,9 @@ async def _read_facts(connection: AsyncConnection, scope: FactsScope) -> LedgerF
     )
 
 
-async def _record_run(connection: AsyncConnection, run: NewRun, *, now: datetime, reset_failures: bool = False) -> None:
+def _record_run(connection: Connection, run: NewRun, *, now: datetime, reset_failures: bool = False) -> None:
     """Take the issue's lease (the partial unique index raises IntegrityError when it is held) and count the run."""
-    await connection.execute(
+    connection.execute(
         _INSERT_RUN,
         {
             "run_id": run.run_id,
@@ -905,27 +930,34 @@ async def _record_run(connection: AsyncConnection, run: NewRun, *, now: datetime
     issue_values: dict[str, Any] = {"last_manage_started_at": now} if run.mode == "manage" else {}
     if reset_failures:
         issue_values["consecutive_failures"] = 0
-    await upsert(connection, issues, {"issue_key": run.issue_key}, add={"runs": 1}, set_=issue_values)
-    tree = insert_for(connection, trees).values(root_key=run.root_key, runs=1, authorised_by=run.authorised_by)
-    # The first authoriser of a tree stays its authoriser.
-    authoriser = sa.func.coalesce(trees.c.authorised_by, tree.excluded.authorised_by)
-    await connection.execute(
-        tree.on_conflict_do_update(
-            index_elements=[trees.c.root_key], set_={"runs": trees.c.runs + 1, "authorised_by": authoriser}
-        )
+    upsert(connection, issues, {"issue_key": run.issue_key}, add={"runs": 1}, set_=issue_values)
+    connection.execute(
+        _tree_launched(connection.dialect.name),
+        {"root_key": run.root_key, "runs": 1, "authorised_by": run.authorised_by},
     )
-    await _event(connection, run.run_id, now, "launched", f"{run.mode} by {run.authorised_by}")
+    _event(connection, run.run_id, now, "launched", f"{run.mode} by {run.authorised_by}")
 
 
 _INSERT_RUN = runs.insert()
+_INSERT_EVENT = run_events.insert()
 
 
-async def _remember(connection: AsyncConnection, issue_key: str, nudge: WaitingNudge) -> None:
+@functools.cache
+def _tree_launched(dialect: str) -> Any:
+    """Count a run in its tree; the first authoriser of a tree stays its authoriser."""
+    tree = insert_for_dialect(dialect, trees)
+    authoriser = sa.func.coalesce(trees.c.authorised_by, tree.excluded.authorised_by)
+    return tree.on_conflict_do_update(
+        index_elements=[trees.c.root_key], set_={"runs": trees.c.runs + 1, "authorised_by": authoriser}
+    )
+
+
+def _remember(connection: Connection, issue_key: str, nudge: WaitingNudge) -> None:
     """Keep the newest waiting nudge of the issue (an older one, delivered late, does not replace it)."""
-    row = await connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
+    row = connection.scalar(sa.select(issues.c.pending_since).where(issues.c.issue_key == issue_key))
     if row is None or _aware(row) < nudge.sent_at:  # type: ignore[operator]
         actor = nudge.actor.model_dump_json() if nudge.actor else None
-        await upsert(
+        upsert(
             connection,
             issues,
             {"issue_key": issue_key},
@@ -937,12 +969,10 @@ def _held_by(worker_id: str) -> sa.ColumnElement[bool]:
     return sa.or_(runs.c.worker_id.is_(None), runs.c.worker_id == worker_id)
 
 
-async def _claim(connection: AsyncConnection, run_id: str, worker_id: str) -> ClaimResult:
+def _claim(connection: Connection, run_id: str, worker_id: str) -> ClaimResult:
     """Whether ``worker_id`` holds the run, read after a write that was conditional on it."""
-    row = (
-        await connection.execute(
-            sa.select(runs.c.state, runs.c.worker_id, runs.c.ended_at).where(runs.c.run_id == run_id)
-        )
+    row = connection.execute(
+        sa.select(runs.c.state, runs.c.worker_id, runs.c.ended_at).where(runs.c.run_id == run_id)
     ).first()
     if row is None:
         return ClaimResult(Claim.UNKNOWN)
@@ -953,17 +983,17 @@ async def _claim(connection: AsyncConnection, run_id: str, worker_id: str) -> Cl
     return ClaimResult(Claim.HELD, holder=row.worker_id)
 
 
-async def _is_paused(connection: AsyncConnection) -> bool:
-    value = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
+def _is_paused(connection: Connection) -> bool:
+    value = connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
     return bool(value)
 
 
-async def _over_a_cap(connection: AsyncConnection, run: NewRun, limits: LaunchLimits) -> bool:
-    active = await _active_counts(
+def _over_a_cap(connection: Connection, run: NewRun, limits: LaunchLimits) -> bool:
+    active = _active_counts(
         connection, issue_key=run.issue_key, repo=run.repo, root_key=run.root_key, agent_kind=run.agent_kind
     )
-    on_issue = await connection.scalar(sa.select(issues.c.runs).where(issues.c.issue_key == run.issue_key))
-    in_tree_total = await connection.scalar(sa.select(trees.c.runs).where(trees.c.root_key == run.root_key))
+    on_issue = connection.scalar(sa.select(issues.c.runs).where(issues.c.issue_key == run.issue_key))
+    in_tree_total = connection.scalar(sa.select(trees.c.runs).where(trees.c.root_key == run.root_key))
     kind_cap = limits.max_active_runs_of_kind
     return (
         active.total >= limits.max_active_runs
@@ -975,21 +1005,12 @@ async def _over_a_cap(connection: AsyncConnection, run: NewRun, limits: LaunchLi
     )
 
 
-async def _event(connection: AsyncConnection, run_id: str, at: datetime, kind: str, detail: str) -> None:
-    await connection.execute(run_events.insert().values(run_id=run_id, at=at, kind=kind, detail=detail))
+def _event(connection: Connection, run_id: str, at: datetime, kind: str, detail: str) -> None:
+    connection.execute(_INSERT_EVENT, {"run_id": run_id, "at": at, "kind": kind, "detail": detail})
 
 
 def _pending(issue_key: str, actor_json: str | None) -> PendingNudge:
     return PendingNudge(issue_key, Actor.model_validate_json(actor_json) if actor_json else None)
-
-
-def _sqlite_pragmas(connection: Any, _record: Any) -> None:
-    # WAL: readers never wait for the writer; NORMAL: a commit no longer waits for an fsync (a power cut
-    # may lose the last transactions, never corrupt the file; the broker redelivers what was not acked).
-    cursor = connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.close()
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.engine import Connection
 
 from coordinator.ledger.schema import tracker_writes
 from coordinator.ledger.sql import enqueue_writes
+from coordinator.ledger.transactions import Transactions
 
 __all__ = ["ClaimedWrite", "Outbox", "OutboxBacklog", "OutboxEntry"]
 
@@ -60,121 +61,131 @@ class OutboxBacklog:
 class Outbox:
     """The outbox table. Get it from :attr:`coordinator.ledger.public_ledger.Ledger.outbox`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        """Share the ledger's engine."""
-        self._engine = engine
+    def __init__(self, transactions: Transactions) -> None:
+        """Share the ledger's transactions."""
+        self._tx = transactions
 
     async def enqueue(self, entries: Sequence[OutboxEntry], *, now: datetime) -> None:
         """Add wishes on their own (a handler that changes nothing else in the ledger)."""
-        async with self._engine.begin() as connection:
-            await enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in entries], now)
+        rows = [(e.issue_key, e.key, e.payload) for e in entries]
+        await self._tx.write(lambda connection: enqueue_writes(connection, rows, now))
 
     async def claim(self, *, claimer: str, now: datetime, until: datetime, limit: int) -> list[ClaimedWrite]:
         """Claim up to ``limit`` due wishes for ``claimer`` (a writer's id), longest due first, until ``until``."""
         token = f"{claimer}/{uuid.uuid4().hex[:12]}"
-        free = sa.or_(_t.claimed_until.is_(None), _t.claimed_until < now)
-        async with self._engine.begin() as connection:
-            candidates = (
-                await connection.execute(
-                    sa.select(_t.issue_key, _t.key)
-                    .where(_t.due_at <= now, free)
-                    .order_by(_t.due_at, _t.enqueued_at)
-                    .limit(limit)
-                )
-            ).all()
-            if not candidates:
+
+        def claim(connection: Connection) -> list[ClaimedWrite]:
+            taken = connection.execute(_CLAIM, {"token": token, "now": now, "until": until, "limit": limit})
+            if not taken.rowcount:
                 return []
-            # Conditional on the row still being free: of two writers racing for it, one gets it.
-            await connection.execute(
-                tracker_writes.update()
-                .where(sa.tuple_(_t.issue_key, _t.key).in_([tuple(row) for row in candidates]), free)
-                .values(claimed_by=token, claimed_until=until)
-            )
-            claimed = await connection.execute(
-                sa.select(_t.issue_key, _t.key, _t.payload, _t.version, _t.attempts, _t.enqueued_at)
-                .where(_t.claimed_by == token)
-                .order_by(_t.due_at, _t.enqueued_at)
-            )
+            claimed = connection.execute(_CLAIMED, {"token": token})
             return [
                 ClaimedWrite(row.issue_key, row.key, row.payload, row.version, row.attempts, _aware(row.enqueued_at))
                 for row in claimed
             ]
+
+        return await self._tx.write(claim)
 
     async def complete(self, write: ClaimedWrite) -> bool:
         """The wish was written (or is abandoned): forget it, unless a newer one replaced it meanwhile.
 
         Returns False when a newer wish is waiting: its claim is released, and it is due at once.
         """
-        async with self._engine.begin() as connection:
-            deleted = await connection.execute(tracker_writes.delete().where(*_this_version(write)))
+
+        def complete(connection: Connection) -> bool:
+            deleted = connection.execute(_COMPLETE, _version_of(write))
             if deleted.rowcount:
                 return True
-            await connection.execute(_release(write))
+            connection.execute(_RELEASE, _version_of(write))
             return False
+
+        return await self._tx.write(complete)
 
     async def retry(self, write: ClaimedWrite, *, due_at: datetime, error: str) -> None:
         """The write failed: try again at ``due_at`` (a newer wish, if any, is tried at once instead)."""
-        async with self._engine.begin() as connection:
-            updated = await connection.execute(
-                tracker_writes.update()
-                .where(*_this_version(write))
-                .values(
-                    attempts=_t.attempts + 1,
-                    due_at=due_at,
-                    last_error=error[:1000],
-                    claimed_by=None,
-                    claimed_until=None,
-                )
-            )
+
+        def retry(connection: Connection) -> None:
+            updated = connection.execute(_RETRY, _version_of(write) | {"w_due_at": due_at, "w_error": error[:1000]})
             if not updated.rowcount:
-                await connection.execute(_release(write))
+                connection.execute(_RELEASE, _version_of(write))
+
+        await self._tx.write(retry)
 
     async def release(self, claimer: str) -> None:
         """Give up every claim of ``claimer`` (a writer stopping with writes unfinished): they are due again."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                tracker_writes.update()
-                .where(_t.claimed_by.like(f"{claimer}/%"))
-                .values(claimed_by=None, claimed_until=None)
-            )
+        statement = (
+            tracker_writes.update()
+            .where(_t.claimed_by.like(f"{claimer}/%"))
+            .values(claimed_by=None, claimed_until=None)
+        )
+        await self._tx.write(lambda connection: connection.execute(statement))
 
     async def next_due_at(self) -> datetime | None:
         """When the earliest unclaimed wish falls due (None when there is none)."""
-        async with self._engine.connect() as connection:
-            due = await connection.scalar(sa.select(sa.func.min(_t.due_at)).where(_t.claimed_until.is_(None)))
+        query = sa.select(sa.func.min(_t.due_at)).where(_t.claimed_until.is_(None))
+        due = await self._tx.read(lambda connection: connection.scalar(query))
         return _aware(due) if due is not None else None
 
     async def backlog(self) -> OutboxBacklog:
         """The wishes not yet written."""
-        async with self._engine.connect() as connection:
-            pending, failing, oldest = (
-                await connection.execute(
-                    sa.select(
-                        sa.func.count(),
-                        sa.func.sum(sa.case((_t.attempts > 0, 1), else_=0)),
-                        sa.func.min(_t.enqueued_at),
-                    )
-                )
-            ).one()
+        query = sa.select(
+            sa.func.count(), sa.func.sum(sa.case((_t.attempts > 0, 1), else_=0)), sa.func.min(_t.enqueued_at)
+        )
+        pending, failing, oldest = await self._tx.read(lambda connection: tuple(connection.execute(query).one()))
         return OutboxBacklog(int(pending), int(failing or 0), _aware(oldest) if oldest is not None else None)
 
     async def pending(self, issue_key: str) -> dict[str, str]:
         """The unwritten wishes of one issue, by key (for tests and the API)."""
-        async with self._engine.connect() as connection:
-            rows = await connection.execute(sa.select(_t.key, _t.payload).where(_t.issue_key == issue_key))
-            return {row.key: row.payload for row in rows}
+        query = sa.select(_t.key, _t.payload).where(_t.issue_key == issue_key)
+        return await self._tx.read(lambda connection: {row.key: row.payload for row in connection.execute(query)})
 
 
-def _this_version(write: ClaimedWrite) -> tuple[sa.ColumnElement[bool], ...]:
-    return (_t.issue_key == write.issue_key, _t.key == write.key, _t.version == write.version)
-
-
-def _release(write: ClaimedWrite) -> sa.Update:
-    return (
-        tracker_writes.update()
-        .where(_t.issue_key == write.issue_key, _t.key == write.key)
-        .values(claimed_by=None, claimed_until=None)
+# Statements built once (building one costs more than running it), parameters given at execution.
+_p = sa.bindparam
+_FREE = sa.or_(_t.claimed_until.is_(None), _t.claimed_until < _p("now"))
+# The due wishes, longest due first, taken in one statement conditional on each still being free: of two
+# writers racing (PostgreSQL re-checks the condition on a row another just claimed), one gets it.
+_CLAIM = (
+    tracker_writes.update()
+    .where(
+        sa.tuple_(_t.issue_key, _t.key).in_(
+            sa.select(_t.issue_key, _t.key)
+            .where(_t.due_at <= _p("now"), _FREE)
+            .order_by(_t.due_at, _t.enqueued_at)
+            .limit(_p("limit"))
+            .scalar_subquery()
+        ),
+        _FREE,
     )
+    .values(claimed_by=_p("token"), claimed_until=_p("until"))
+)
+_CLAIMED = (
+    sa.select(_t.issue_key, _t.key, _t.payload, _t.version, _t.attempts, _t.enqueued_at)
+    .where(_t.claimed_by == _p("token"))
+    .order_by(_t.due_at, _t.enqueued_at)
+)
+_THIS_VERSION = (_t.issue_key == _p("w_issue_key"), _t.key == _p("w_key"), _t.version == _p("w_version"))
+_COMPLETE = tracker_writes.delete().where(*_THIS_VERSION)
+_RETRY = (
+    tracker_writes.update()
+    .where(*_THIS_VERSION)
+    .values(
+        attempts=_t.attempts + 1,
+        due_at=_p("w_due_at"),
+        last_error=_p("w_error"),
+        claimed_by=None,
+        claimed_until=None,
+    )
+)
+_RELEASE = (
+    tracker_writes.update()
+    .where(_t.issue_key == _p("w_issue_key"), _t.key == _p("w_key"))
+    .values(claimed_by=None, claimed_until=None)
+)
+
+
+def _version_of(write: ClaimedWrite) -> dict[str, object]:
+    return {"w_issue_key": write.issue_key, "w_key": write.key, "w_version": write.version}
 
 
 def _aware(value: datetime) -> datetime:

@@ -1,25 +1,24 @@
 """SQL shared by the ledger's public files: dialect-neutral upserts and the outbox's enqueue."""
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from coordinator.ledger.schema import tracker_writes
 
 
-def insert_for(connection: AsyncConnection, table: sa.Table) -> Any:
+def insert_for_dialect(dialect: str, table: sa.Table) -> Any:
     """An INSERT that can say ON CONFLICT (SQLite and PostgreSQL spell it the same; SQLAlchemy needs the dialect)."""
-    if connection.dialect.name == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
+    return _insert(dialect, table)
 
 
-async def upsert(
-    connection: AsyncConnection,
+def upsert(
+    connection: Connection,
     table: sa.Table,
     keys: Mapping[str, Any],
     *,
@@ -31,18 +30,11 @@ async def upsert(
     One statement (INSERT … ON CONFLICT DO UPDATE), so two writers racing on a brand-new row both succeed.
     """
     add, set_ = add or {}, set_ or {}
-    statement = insert_for(connection, table).values(**keys, **add, **set_)
-    changes = {name: table.c[name] + statement.excluded[name] for name in add} | {
-        name: statement.excluded[name] for name in set_
-    }
-    if changes:
-        statement = statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
-    else:
-        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
-    await connection.execute(statement)
+    statement = _upsert_statement(connection.dialect.name, table, tuple(keys), tuple(add), tuple(set_))
+    connection.execute(statement, {**keys, **add, **set_})
 
 
-async def enqueue_writes(connection: AsyncConnection, rows: Sequence[tuple[str, str, str]], now: datetime) -> None:
+def enqueue_writes(connection: Connection, rows: Sequence[tuple[str, str, str]], now: datetime) -> None:
     """Add ``(issue_key, key, payload)`` wishes to the outbox; each replaces the unwritten wish of its row.
 
     A replaced wish is due at once and starts its attempts afresh (its predecessor's failures say nothing of it);
@@ -50,7 +42,6 @@ async def enqueue_writes(connection: AsyncConnection, rows: Sequence[tuple[str, 
     """
     if not rows:
         return
-    # One row per (issue, key) per statement: PostgreSQL refuses to update a row twice in one ON CONFLICT.
     latest = {(issue_key, key): payload for issue_key, key, payload in rows}
     values = [
         {
@@ -64,8 +55,34 @@ async def enqueue_writes(connection: AsyncConnection, rows: Sequence[tuple[str, 
         }
         for (issue_key, key), payload in latest.items()
     ]
-    statement = insert_for(connection, tracker_writes).values(values)
-    statement = statement.on_conflict_do_update(
+    connection.execute(_enqueue_statement(connection.dialect.name), values)
+
+
+# Statements are built once per shape: building one and deriving its cache key cost more than running it.
+
+
+@functools.cache
+def _insert(dialect: str, table: sa.Table) -> Any:
+    return postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+
+
+@functools.cache
+def _upsert_statement(
+    dialect: str, table: sa.Table, keys: tuple[str, ...], add: tuple[str, ...], set_: tuple[str, ...]
+) -> Any:
+    statement = _insert(dialect, table)
+    changes = {name: table.c[name] + statement.excluded[name] for name in add} | {
+        name: statement.excluded[name] for name in set_
+    }
+    if changes:
+        return statement.on_conflict_do_update(index_elements=list(keys), set_=changes)
+    return statement.on_conflict_do_nothing(index_elements=list(keys))
+
+
+@functools.cache
+def _enqueue_statement(dialect: str) -> Any:
+    statement = _insert(dialect, tracker_writes)
+    return statement.on_conflict_do_update(
         index_elements=[tracker_writes.c.issue_key, tracker_writes.c.key],
         set_={
             "payload": statement.excluded.payload,
@@ -75,4 +92,3 @@ async def enqueue_writes(connection: AsyncConnection, rows: Sequence[tuple[str, 
             "last_error": None,
         },
     )
-    await connection.execute(statement)

@@ -1,4 +1,5 @@
-"""A consumer process for the SIGTERM drain test: records each handled message id to a file, one per line."""
+"""A consumer process for the SIGTERM drain test: records each handled message id to a file, one per line, and
+each started one to ``<file>.started``, so that the test can stop it while handlers are in flight."""
 
 import asyncio
 import os
@@ -18,9 +19,11 @@ async def main(endpoint: str, queue_url: str, dead_letter_url: str, record_path:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     record = open(record_path, "a", buffering=1)  # noqa: SIM115, ASYNC230 - line-buffered log of handled ids
+    started = open(record_path + ".started", "a", buffering=1)  # noqa: SIM115, ASYNC230 - and of started ones
 
     async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
-        await asyncio.sleep(0.3)
+        started.write(f"{envelope.message_id}\n")
+        await asyncio.sleep(0.5)
         record.write(f"{envelope.message_id}\n")
         os.fsync(record.fileno())
 

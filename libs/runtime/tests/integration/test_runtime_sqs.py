@@ -209,9 +209,11 @@ async def test_sigterm_drains_a_consumer_process_without_losing_or_duplicating(
         assert worker.stdout.readline().strip() == b"ready"
         return worker
 
+    started = tmp_path / "handled.txt.started"
     first = start_worker()
-    while len(record.read_text().split()) < 5:
-        await asyncio.sleep(0.05)
+    # Stop it mid-way, with handlers in flight (started, not finished): those must finish before it exits.
+    while len(record.read_text().split()) < 5 or len(started.read_text().split()) <= len(record.read_text().split()):
+        await asyncio.sleep(0.02)
     first.send_signal(signal.SIGTERM)
     _, first_stderr = first.communicate(timeout=15)
     handled_by_first = record.read_text().split()

@@ -66,8 +66,20 @@ def build_runner(settings: Settings) -> Runner:
     if settings.sandbox.runner == "bubblewrap":
         home = Path.home()
         secrets = [home / name for name in _HOME_SECRETS if (home / name).exists()]
-        return BubblewrapRunner(hide=(settings.state_dir.resolve(), *secrets, *settings.sandbox.hidden_paths))
+        return BubblewrapRunner(
+            hide=(settings.state_dir.resolve(), *secrets, *settings.sandbox.hidden_paths),
+            keep_readable=_installation_paths(),
+        )
     return LocalProcessRunner()
+
+
+def _installation_paths() -> list[Path]:
+    """Where this worker's Python and its packages are, and the PATH: the agents' tools come from there.
+
+    Editable installs (a uv workspace) put the sources themselves on ``sys.path``.
+    """
+    entries = [sys.prefix, *sys.path, *os.environ.get("PATH", "").split(os.pathsep)]
+    return [Path(entry) for entry in entries if entry and os.path.isabs(entry)]
 
 
 def protect_worker_memory() -> None:

@@ -217,13 +217,24 @@ class BubblewrapRunner(LocalProcessRunner):
 
     name = "bubblewrap"
 
-    def __init__(self, bwrap: str = "bwrap", *, hide: Sequence[Path] = ()) -> None:
+    def __init__(self, bwrap: str = "bwrap", *, hide: Sequence[Path] = (), keep_readable: Sequence[Path] = ()) -> None:
+        """A runner that hides ``hide`` (trees and files the agent sees empty) from its agents.
+
+        ``keep_readable``: what must stay readable under the private ``/tmp`` (the worker's own installation,
+        when it lives there); never a hidden path.
+        """
         super().__init__()
         found = shutil.which(bwrap)
         if found is None:
             raise RunnerUnavailable(f"bubblewrap ({bwrap!r}) is not installed: apt-get install bubblewrap")
         self._bwrap = found
         self._hide = tuple(hide)
+        tmp = Path("/tmp")
+        self._keep = tuple(
+            path
+            for path in _outermost(keep_readable)
+            if path.is_relative_to(tmp) and path.is_dir() and not any(path.is_relative_to(h) for h in self._hide)
+        )
 
     def sandbox(self, spec: ProcessSpec) -> list[str]:
         """The bwrap argv prefix for ``spec``."""
@@ -243,6 +254,10 @@ class BubblewrapRunner(LocalProcessRunner):
             "--tmpfs",
             "/tmp",  # a private tmpfs inside the sandbox, not the host's
         ]
+        # ... except the worker's own installation if it lives under /tmp (a checkout there): the agent's tools
+        # and interpreter run from it.
+        for kept in self._keep:
+            argv += ["--ro-bind", str(kept), str(kept)]
         # An empty tmpfs over each hidden tree (the worker's state: other runs' logs, workspaces and caches;
         # credential stores), an empty file over each hidden file, parents first; the run's own directories
         # are bound back on top below.
@@ -261,6 +276,16 @@ class BubblewrapRunner(LocalProcessRunner):
         # not forward, taking the sandbox with it: wind-down goes through the file alone.
         argv = [*self.wrapper(spec.limits), *self.sandbox(spec), *spec.argv]
         return await _spawn(argv, spec, signals_reach_agent=False)
+
+
+def _outermost(paths: Sequence[Path]) -> list[Path]:
+    """The paths, resolved, without those inside another of them."""
+    resolved = sorted({path.resolve() for path in paths}, key=lambda path: len(path.parts))
+    kept: list[Path] = []
+    for path in resolved:
+        if not any(path.is_relative_to(outer) for outer in kept):
+            kept.append(path)
+    return kept
 
 
 def _prlimit_flags(limits: ResourceLimits) -> list[str]:

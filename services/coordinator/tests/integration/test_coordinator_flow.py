@@ -23,7 +23,7 @@ from agent_grid_contracts.public_nudges import Nudge, NudgeReason
 from agent_grid_contracts.public_usage import Usage
 from agent_grid_github_test_server.public_server import FakeGitHub, serve_github
 from agent_grid_runtime.public_queues import QueueUrls, ensure_control_queue, resolve_queues
-from agent_grid_runtime.public_settings import AwsSettings, QueueSettings
+from agent_grid_runtime.public_settings import AwsSettings, ConsumerSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
@@ -385,7 +385,17 @@ async def test_a_restart_mid_stream_loses_no_launch_and_duplicates_none(
     ]
     async with serve_github(github) as running:
         roomy = Policy(caps=Caps(max_active_runs=100, max_active_runs_per_repo=100, max_active_runs_per_tree=100))
-        settings = coordinator_settings(running.base_url, token, aws_settings, queue_settings, tmp_path, policy=roomy)
+        # A stop that cancels a long poll whose answer is already on the wire strands those nudges until their
+        # visibility timeout (delayed, never lost): a short one brings them back within the test's wait.
+        settings = coordinator_settings(
+            running.base_url,
+            token,
+            aws_settings,
+            queue_settings,
+            tmp_path,
+            policy=roomy,
+            nudge_consumer=ConsumerSettings(visibility_timeout_s=2),
+        )
         queues = await resolve_queues(sqs, queue_settings)
         grid = Grid(github, None, sqs, queues)  # type: ignore[arg-type]
         for number in numbers:

@@ -279,7 +279,6 @@ class Coordinator:
                 launched = (
                     entry(ref, StatusWish(body=status.launched(verdict, run.run_id, now))),
                     entry(ref, AssigneeWish(login=self.policy.bot_login, assigned=True)),
-                    entry(facts.root, RollUpWish()),
                 )
                 return Changes(run=run, reset_failures=verdict.resets_failures, writes=launched)
             case Wait():

@@ -4,6 +4,7 @@ Entry points call :func:`configure_logging` once; library code only calls ``stru
 """
 
 import logging
+import re
 import sys
 from typing import Literal
 
@@ -11,6 +12,20 @@ import structlog
 from structlog.typing import Processor
 
 __all__ = ["configure_logging"]
+
+# Query parameters whose values are credentials (the dashboard's one-time ``?token=`` sign-in link, say).
+_SECRET_QUERY = re.compile(r"([?&](?:token|access_token|api_key|key)=)[^&\s\"]*", re.IGNORECASE)
+
+
+class _RedactQuerySecrets(logging.Filter):
+    """Masks credential query parameters in access-log lines: logs outlive tokens and reach more people."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _SECRET_QUERY.sub(r"\1***", arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True
 
 
 def configure_logging(
@@ -59,3 +74,6 @@ def configure_logging(
         uvicorn_logger = logging.getLogger(name)
         uvicorn_logger.handlers.clear()
         uvicorn_logger.propagate = True
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(existing, _RedactQuerySecrets) for existing in access.filters):
+        access.addFilter(_RedactQuerySecrets())

@@ -5,7 +5,8 @@ Nudges in → decisions → launches out; lifecycle events in → the ledger, st
 """
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -128,9 +129,9 @@ class Grid:
         return (await self.tracker.get_issue(IssueRef(repo="octo/widgets", number=number))).assignees
 
 
-def seeded_github() -> tuple[FakeGitHub, str]:
+def seeded_github(*, clock: Callable[[], datetime] | None = None) -> tuple[FakeGitHub, str]:
     """The octo org (alice a member), its widgets repository, an outsider, our bot; returns the bot's token."""
-    github = FakeGitHub()
+    github = FakeGitHub(clock=clock) if clock is not None else FakeGitHub()
     for login in ("alice", "mallory", BOT):
         github.add_user(login)
     github.add_organization("octo", members=["alice"])
@@ -599,3 +600,139 @@ async def test_a_restart_between_a_decision_and_its_github_writes_still_writes_t
                 assert "running" in comments[0]
                 assert launch.run_id in comments[0]
                 assert await grid.assignees(issue.number) == (BOT,)
+
+
+async def test_a_poll_launches_for_whoever_applied_the_opt_in_label_if_the_policy_trusts_them(grid: Grid) -> None:
+    # A polling-only install: the nudges name no one. mallory opened both issues; alice (a member: write)
+    # labelled one, carol (a collaborator who may triage, not write) the other.
+    grid.github.add_user("carol")
+    grid.github.add_collaborator("octo", "widgets", "carol", role="triage")
+    by_alice = grid.github.add_issue("octo", "widgets", "Do it", author="mallory")
+    by_carol = grid.github.add_issue("octo", "widgets", "Do that", author="mallory")
+    grid.github.label_issue("octo", "widgets", by_alice.number, ["agent-grid"], actor="alice")
+    grid.github.label_issue("octo", "widgets", by_carol.number, ["agent-grid"], actor="carol")
+    for issue in (by_alice, by_carol):
+        await grid.nudge(issue.number, actor=None, reason=NudgeReason.POLLED_UPDATE)
+
+    [launch] = await grid.drain(grid.queues.launches.url)
+    assert (launch.issue.number, launch.prompt_inputs["authorised_by"]) == (by_alice.number, "alice")
+    asked = {(r.method, r.path) for r in grid.github.requests}
+    assert ("GET", f"/repos/octo/widgets/issues/{by_alice.number}/events") in asked
+    assert ("GET", "/repos/octo/widgets/collaborators/alice/permission") in asked
+    await grid.written()
+    assert await grid.comments(by_carol.number) == []  # carol's label vouches for nothing: silently ignored
+
+    # Once the tree has run on alice's word, agent-grid's own triggers carry it without asking GitHub again.
+    grid.github.clear_requests()
+    await grid.lifecycle(
+        AgentExited(run_id=launch.run_id, issue=launch.issue, worker_id="w1", reason=ExitReason.SUCCESS)
+    )
+    await grid.settle()
+    await grid.nudge(by_alice.number, actor=None, reason=NudgeReason.POLLED_UPDATE)
+    [again] = await grid.drain(grid.queues.launches.url)
+    assert (again.issue.number, again.prompt_inputs["authorised_by"]) == (by_alice.number, "alice")
+    assert not [r for r in grid.github.requests if r.path.endswith(("/events", "/permission"))]
+
+
+@asynccontextmanager
+async def coordinator_running(
+    settings: Settings, github: FakeGitHub, tracker: GitHubTracker, sqs: QueueTransport, queues: QueueUrls
+) -> AsyncIterator[Grid]:
+    app = create_app(settings)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app),
+            base_url="http://coordinator",
+            headers={"Authorization": f"Bearer {API_TOKEN}"},
+        ) as api,
+    ):
+        yield Grid(github, tracker, sqs, queues, api=api)
+
+
+async def test_a_ledger_lost_mid_scenario_is_rebuilt_from_github_and_the_caps_still_hold(
+    sqs: QueueTransport, aws_settings: AwsSettings, queue_settings: QueueSettings, tmp_path: Path
+) -> None:
+    # Before the loss, GitHub's clock is an hour behind: what it records then was written an hour ago.
+    behind = [timedelta(hours=1)]
+    github, token = seeded_github(clock=lambda: datetime.now(UTC) - behind[0])
+    spent = github.add_issue("octo", "widgets", "Spent", author="alice", labels=["agent-grid"])
+    busy = github.add_issue("octo", "widgets", "Busy", author="alice", labels=["agent-grid"])
+    async with (
+        serve_github(github) as running,
+        open_github_tracker(GitHubSettings(api_url=running.base_url, token=SecretStr(token))) as tracker,
+    ):
+        settings = coordinator_settings(
+            running.base_url,
+            token,
+            aws_settings,
+            queue_settings,
+            tmp_path,
+            policy=Policy(caps=Caps(max_runs_per_tree=3, max_cost_usd_per_tree=5.0)),
+            api=ApiSettings(token=SecretStr(API_TOKEN)),
+            # The stopped process's last long polls may still take a message the broker then hides until its
+            # visibility timeout (see the restart test above): a short one gives it back within the test's wait.
+            nudge_consumer=ConsumerSettings(visibility_timeout_s=2),
+            lifecycle_consumer=ConsumerSettings(visibility_timeout_s=2),
+        )
+        queues = await resolve_queues(sqs, queue_settings)
+
+        async with coordinator_running(settings, github, tracker, sqs, queues) as grid:
+            for cost in (1.5, 3.0):  # 'spent' runs twice: 4.50 of its tree's 5.00 USD
+                await grid.nudge(spent.number)
+                [launch] = await grid.drain(queues.launches.url)
+                await grid.lifecycle(
+                    AgentExited(
+                        run_id=launch.run_id,
+                        issue=launch.issue,
+                        worker_id="w1",
+                        reason=ExitReason.SUCCESS,
+                        usage=Usage(cost_usd=cost, reported=True),
+                    )
+                )
+                await grid.settle()
+            await grid.nudge(busy.number)  # 'busy' has a run in flight when the ledger is lost
+            [in_flight] = await grid.drain(queues.launches.url)
+            await grid.start(in_flight, "w1")
+            await grid.drain(queues.nudges.url, wait_s=1)
+            await grid.written()
+
+        # The ledger is lost: a fresh, empty database. GitHub (and the broker) are all that is left.
+        for leftover in await asyncio.to_thread(lambda: list(tmp_path.glob("ledger.sqlite3*"))):
+            leftover.unlink()
+        behind[0] = timedelta(0)
+        after = settings.model_copy(update={"sweep_interval_s": 0.2})  # the lost-run sweep soon after a decision
+
+        async with coordinator_running(after, github, tracker, sqs, queues) as grid:
+            assert grid.api is not None
+            # 'spent' launches again, but only with what is left of its tree's budget, as GitHub records it.
+            await grid.nudge(spent.number)
+            [third] = await grid.drain(queues.launches.url, wait_s=5)
+            assert (third.issue.number, third.mode) == (spent.number, RunMode.WORK)
+            assert third.limits.max_cost_usd == pytest.approx(0.5)
+            await grid.lifecycle(
+                AgentExited(
+                    run_id=third.run_id,
+                    issue=third.issue,
+                    worker_id="w1",
+                    reason=ExitReason.SUCCESS,
+                    usage=Usage(cost_usd=0.5, reported=True),
+                )
+            )
+            await grid.settle()
+            await grid.nudge(spent.number)  # three runs and 5.00 USD: the tree's caps hold
+            assert await grid.drain(queues.launches.url) == []
+            tree = (await grid.api.get(f"/api/trees/octo/widgets/{spent.number}")).json()
+            assert (tree["runs"], tree["cost_usd"]) == (3, pytest.approx(5.0))
+
+            # 'busy': GitHub shows its run running (since an hour ago); the fresh ledger takes it on (one run on
+            # the issue, still), hears nothing from it, and declares it lost. The poll that waited for it is decided
+            # again, on the authority of the person GitHub shows vouched for the tree.
+            await grid.nudge(busy.number, actor=None, reason=NudgeReason.POLLED_UPDATE)
+            [relaunch] = await grid.drain(queues.launches.url, wait_s=6)
+            assert (relaunch.issue.number, relaunch.prompt_inputs["authorised_by"]) == (busy.number, "alice")
+            adopted = await grid.run(in_flight.run_id)
+            assert (adopted["state"], adopted["exit_reason"]) == ("lost", "lost")
+            assert [event["kind"] for event in adopted["events"]] == ["adopted", "exited"]
+            await grid.written()
+            assert "max_runs_per_tree" in (await grid.comments(spent.number))[-1]

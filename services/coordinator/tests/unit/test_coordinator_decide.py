@@ -9,7 +9,7 @@ from agent_grid_contracts.public_issues import Actor, ActorKind, AuthorAssociati
 from agent_grid_contracts.public_launches import RunMode
 from agent_grid_contracts.public_nudges import NudgeReason
 from coordinator.decisions.public_decide import decide_launch
-from coordinator.decisions.public_facts import ChildFacts, IssueFacts, LedgerFacts, Trigger
+from coordinator.decisions.public_facts import AuthoriserCandidate, ChildFacts, IssueFacts, LedgerFacts, Trigger
 from coordinator.decisions.public_policy import Caps, Policy
 from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Wait, WaitReason
 from hypothesis import given, settings
@@ -96,6 +96,57 @@ def test_agent_made_work_runs_on_the_trees_authorisation_and_never_creates_one()
     # Somebody else's bot is no authority, even on an authorised tree.
     other_bot = Trigger(NudgeReason.ISSUE_LABELED, Actor(login="ci[bot]", kind=ActorKind.BOT))
     assert isinstance(decide(trigger=other_bot, ledger=LedgerFacts(tree_authorised_by="alice")), Ignore)
+
+
+def test_a_poll_in_a_tree_without_an_authoriser_asks_who_vouched_for_it_on_github() -> None:
+    polled = Trigger(NudgeReason.POLLED_UPDATE, None)
+    asked = decide(trigger=polled)
+    assert isinstance(asked, Ignore)
+    assert asked.needs_authoriser  # the adapter may look (once) and decide again
+    # A person's untrusted word is no reason to look: it never starts a run.
+    assert not decide(trigger=Trigger(NudgeReason.COMMENT_MENTION, MALLORY)).needs_authoriser  # type: ignore[attr-defined]
+    # Looked, found no one: ignored for good, without asking again.
+    nobody = decide(issue=replace(OPTED_IN, authoriser_candidates=()), trigger=polled)
+    assert isinstance(nobody, Ignore)
+    assert not nobody.needs_authoriser
+
+
+@pytest.mark.parametrize(
+    ("candidates", "policy", "authorised_by"),
+    [
+        ((AuthoriserCandidate("alice", "write", "label"),), POLICY, "alice"),
+        ((AuthoriserCandidate("alice", "admin", "label"),), POLICY, "alice"),
+        ((AuthoriserCandidate("carol", "triage", "label"),), POLICY, None),  # may label, not trusted
+        (
+            (AuthoriserCandidate("carol", "read", "label"), AuthoriserCandidate("alice", "maintain", "record")),
+            POLICY,
+            "alice",
+        ),
+        ((AuthoriserCandidate("agent-grid[bot]", "write", "label"),), POLICY, None),  # never itself
+        (
+            (AuthoriserCandidate("carol", "read", "label"),),
+            Policy(trust=POLICY.trust.model_copy(update={"allow_list": frozenset({"carol"})})),
+            "carol",
+        ),
+        (
+            (AuthoriserCandidate("alice", "write", "label"),),
+            Policy(trust=POLICY.trust.model_copy(update={"trusted_permissions": frozenset({"admin"})})),
+            None,
+        ),
+    ],
+)
+def test_an_agent_grid_trigger_runs_for_the_first_trusted_person_who_vouched_on_github(
+    candidates: tuple[AuthoriserCandidate, ...], policy: Policy, authorised_by: str | None
+) -> None:
+    issue = replace(OPTED_IN, authoriser_candidates=candidates)
+    verdict = decide(issue=issue, trigger=Trigger(NudgeReason.POLLED_UPDATE, None), policy=policy)
+    assert (verdict.authorised_by if isinstance(verdict, Launch) else None) == authorised_by
+    # The ledger's own authoriser, once there is one, always comes first.
+    recorded = decide(
+        issue=issue, trigger=Trigger(NudgeReason.POLLED_UPDATE, None), ledger=LedgerFacts(tree_authorised_by="bob")
+    )
+    assert isinstance(recorded, Launch)
+    assert recorded.authorised_by == "bob"
 
 
 @pytest.mark.parametrize(

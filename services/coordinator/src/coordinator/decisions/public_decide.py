@@ -21,8 +21,8 @@ __all__ = ["authoriser", "decide_launch", "run_mode"]
 
 def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, policy: Policy, now: datetime) -> Verdict:
     """The verdict for one look at ``issue``."""
-    authorised_by = authoriser(trigger, ledger, policy)
-    gate = _gate(issue, ledger, policy, authorised_by)
+    authorised_by = authoriser(trigger, ledger, policy, issue)
+    gate = _gate(issue, ledger, trigger, policy, authorised_by)
     if gate is not None:
         return gate
     assert authorised_by is not None  # _gate ignores untrusted triggers
@@ -60,7 +60,9 @@ def _hands_back(trigger: Trigger, authorised_by: str | None) -> bool:
     return by_a_person and trigger.reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL)
 
 
-def _gate(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, authorised_by: str | None) -> Verdict | None:
+def _gate(
+    issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, policy: Policy, authorised_by: str | None
+) -> Verdict | None:
     """Not agent-grid's issue, or stopped by the kill switch."""
     if not issue.open:
         return Ignore("the issue is closed")
@@ -69,7 +71,8 @@ def _gate(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, authorised_by:
     if not _opted_in(issue, policy):
         return Ignore(f"not opted in (no {policy.opt_in.label!r} label, not assigned to {policy.bot_login})")
     if authorised_by is None:
-        return Ignore("the trigger is not trusted and the tree has no trusted authoriser")
+        unlooked = trigger.is_ours and ledger.tree_authorised_by is None and issue.authoriser_candidates is None
+        return Ignore("the trigger is not trusted and the tree has no trusted authoriser", needs_authoriser=unlooked)
     humans = [login for login in issue.assignees if login != policy.bot_login]
     if humans:
         return Ignore(f"assigned to {', '.join('@' + h for h in humans)}: a human's issue")
@@ -103,17 +106,27 @@ def run_mode(issue: IssueFacts, ledger: LedgerFacts) -> RunMode:
     return RunMode.WORK if ledger.runs_on_issue else RunMode.PLAN
 
 
-def authoriser(trigger: Trigger, ledger: LedgerFacts, policy: Policy) -> str | None:
+def authoriser(trigger: Trigger, ledger: LedgerFacts, policy: Policy, issue: IssueFacts | None = None) -> str | None:
     """The trusted human a run would act for, or None.
 
     A person's trigger counts when they are trusted. agent-grid's own triggers (an agent's nudge, a finished
-    run's follow-up, a management timer) carry the tree's existing authorisation and never create one.
+    run's follow-up, a management timer, a poll) carry the tree's existing authorisation and never create
+    one: the ledger's, or, when the ledger has none (a polling-only install's first look at a tree, a lost
+    ledger), a person GitHub shows authorised the tree, if the policy trusts them.
     """
     actor = trigger.actor
     if actor is not None and actor.kind in (ActorKind.HUMAN, ActorKind.UNKNOWN) and not actor.run_id:
         return actor.login if policy.trust.trusts(actor.login, actor.association) else None
     if trigger.is_ours:
-        return ledger.tree_authorised_by
+        if ledger.tree_authorised_by is not None or issue is None:
+            return ledger.tree_authorised_by
+        trusted = (
+            candidate.login
+            for candidate in issue.authoriser_candidates or ()
+            if candidate.login != policy.bot_login
+            and policy.trust.trusts_permission(candidate.login, candidate.permission)
+        )
+        return next(trusted, None)
     return None  # another bot: never an authority
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from agent_grid_contracts.public_issues import Actor, ActorKind, IssueRef
 from agent_grid_contracts.public_nudges import NudgeReason
 
-__all__ = ["ChildFacts", "IssueFacts", "LedgerFacts", "Trigger"]
+__all__ = ["AuthoriserCandidate", "ChildFacts", "IssueFacts", "LedgerFacts", "Trigger"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,19 @@ class ChildFacts:
     ref: IssueRef
     open: bool
     assignees: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class AuthoriserCandidate:
+    """A person GitHub shows vouching for the tree, with their role on the repository (``RepoPermission`` values).
+
+    Who applied the opt-in label, or the authoriser agent-grid recorded in the tree's roll-up (the record of a
+    ledger since lost). They authorise agent-grid's own triggers only if the trust policy trusts them now.
+    """
+
+    login: str
+    permission: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -39,6 +52,9 @@ class IssueFacts:
     earlier_open_siblings: tuple[IssueRef, ...] = ()
     depth: int = 0  # the root is 0
     tree_size: int = 1
+    # Looked up only when a decision needs them (an agent-grid trigger in a tree the ledger has no authoriser
+    # for): None until then, () when GitHub shows no one.
+    authoriser_candidates: tuple[AuthoriserCandidate, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +77,10 @@ class LedgerFacts:
     tree_authorised_by: str | None = None
     paused: bool = False
     tree_killed: bool = False
+    # Whether the ledger has any record of the tree (a fresh or lost ledger has none), and of the run GitHub
+    # shows running on the issue: what a rebuild from GitHub may adopt (``public_rebuild``).
+    tree_known: bool = False
+    shown_run_known: bool = False
 
 
 @dataclass(frozen=True)

@@ -31,16 +31,27 @@ class OptInPolicy(_Section):
 
 
 class TrustPolicy(_Section):
-    """Whose word starts a run: these author associations, or a login on the allow-list."""
+    """Whose word starts a run: these author associations, or a login on the allow-list.
+
+    Where no association is at hand (a polled change names no one; a ledger rebuilt from GitHub), the person
+    found on GitHub (who applied the opt-in label, the recorded authoriser) counts with one of
+    ``trusted_permissions`` on the repository (GitHub's roles: admin, maintain, write, triage, read), or on the
+    allow-list.
+    """
 
     trusted_associations: frozenset[AuthorAssociation] = frozenset(
         {AuthorAssociation.OWNER, AuthorAssociation.MEMBER, AuthorAssociation.COLLABORATOR}
     )
     allow_list: frozenset[str] = frozenset()
+    trusted_permissions: frozenset[str] = frozenset({"admin", "maintain", "write"})
 
     def trusts(self, login: str, association: AuthorAssociation) -> bool:
         """Whether a person's word counts: a trusted association with the repository, or the allow-list."""
         return association in self.trusted_associations or login in self.allow_list
+
+    def trusts_permission(self, login: str, permission: str) -> bool:
+        """Whether a person found on GitHub counts: a trusted role on the repository, or the allow-list."""
+        return permission in self.trusted_permissions or login in self.allow_list
 
 
 class Caps(_Section):

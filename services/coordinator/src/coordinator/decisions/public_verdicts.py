@@ -56,9 +56,14 @@ class Refuse:
 
 @dataclass(frozen=True)
 class Ignore:
-    """Not agent-grid's business (closed, not opted in, untrusted, a human's): nothing visible happens."""
+    """Not agent-grid's business (closed, not opted in, untrusted, a human's): nothing visible happens.
+
+    ``needs_authoriser``: an agent-grid trigger in an opted-in tree with no authoriser yet; the adapter may look
+    on GitHub for who authorised it (``IssueFacts.authoriser_candidates``) and decide again.
+    """
 
     reason: str
+    needs_authoriser: bool = False
 
 
 type Verdict = Launch | Wait | Refuse | Ignore

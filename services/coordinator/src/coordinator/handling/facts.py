@@ -1,10 +1,13 @@
-"""The tracker's view of an issue and its ancestors → the decision's :class:`IssueFacts` (pure)."""
+"""The tracker's view of an issue and its ancestors → the decision's facts and GitHub's records (pure)."""
 
 from collections.abc import Sequence
 
-from agent_grid_tracker.public_tracker import IssueState, IssueView
+from agent_grid_tracker.public_tracker import IssueState, IssueView, LabelEvent, sticky_marker
 
 from coordinator.decisions.public_facts import ChildFacts, IssueFacts
+from coordinator.decisions.public_rebuild import GitHubRecord
+from coordinator.handling.records import read_issue_record, read_tree_record
+from coordinator.handling.status import ROLL_UP_KEY, STATUS_KEY
 
 
 def issue_facts(view: IssueView, ancestors: Sequence[IssueView]) -> IssueFacts:
@@ -40,3 +43,31 @@ def issue_facts(view: IssueView, ancestors: Sequence[IssueView]) -> IssueFacts:
         depth=len(ancestors),
         tree_size=len(known),
     )
+
+
+def github_record(view: IssueView, root: IssueView, *, bot_login: str) -> GitHubRecord:
+    """What agent-grid recorded on GitHub about the issue (its status comment) and its tree (the root's roll-up).
+
+    Only agent-grid's own status comment counts (anyone can paste a marker), and only the roll-up block between
+    agent-grid's markers in the root's description.
+    """
+    status = sticky_marker(STATUS_KEY)
+    ours = [c for c in view.comments if c.author == bot_login and c.body.startswith(status)]
+    issue = read_issue_record(ours[-1].body, recorded_at=ours[-1].updated_at) if ours else None
+    # The tracker's block markers (``replace_body_block``): ``sticky_marker("<key>:start")`` … ``:end``.
+    start, end = sticky_marker(f"{ROLL_UP_KEY}:start"), sticky_marker(f"{ROLL_UP_KEY}:end")
+    body = root.issue.body
+    begin = body.find(start)
+    finish = body.find(end, begin + len(start)) if begin >= 0 else -1
+    tree = read_tree_record(body[begin:finish]) if begin >= 0 and finish >= 0 else None
+    return GitHubRecord(tree=tree, issue=issue)
+
+
+def opt_in_labeller(events: Sequence[LabelEvent], label: str, *, bot_login: str) -> str | None:
+    """The person who last applied ``label`` (GitHub matches label names case-insensitively); never a bot."""
+    for event in reversed(events):
+        if event.action == "labeled" and event.label.lower() == label.lower():
+            if event.actor_is_bot or event.actor == bot_login:
+                return None  # the label as it stands was applied by a bot: no person vouched for it
+            return event.actor
+    return None

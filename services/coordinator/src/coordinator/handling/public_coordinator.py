@@ -14,7 +14,7 @@ by another worker), so one run id never has two processes and a run the ledger e
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -36,11 +36,12 @@ from agent_grid_tracker.public_tracker import (
 )
 
 from coordinator.decisions.public_decide import decide_launch
-from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
+from coordinator.decisions.public_facts import AuthoriserCandidate, IssueFacts, LedgerFacts, Trigger
 from coordinator.decisions.public_policy import Caps, Policy
+from coordinator.decisions.public_rebuild import Adoption, GitHubRecord, IssueRecord, TreeRecord, rebuild
 from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
 from coordinator.handling import status
-from coordinator.handling.facts import issue_facts
+from coordinator.handling.facts import github_record, issue_facts, opt_in_labeller
 from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.writes import AssigneeWish, LabelWish, RollUpWish, StatusWish, entry, ref_of_key
 from coordinator.ledger.public_ledger import (
@@ -106,9 +107,16 @@ class Coordinator:
             _log.info("nudge_dropped", issue=nudge.issue.key, reason="the issue does not exist or is hidden")
             return
         facts = issue_facts(view, ancestors)
+        record = github_record(view, ancestors[-1] if ancestors else view, bot_login=self.policy.bot_login)
         now = self.clock()
         trigger = Trigger(nudge.reason, nudge.actor)
-        decided = await self._decide(facts, trigger, envelope, now)
+        decided = await self._decide(facts, record, trigger, envelope, now)
+        if isinstance(decided.verdict, Ignore) and decided.verdict.needs_authoriser:
+            # An agent-grid trigger (a poll, say) in an opted-in tree the ledger has no authoriser for: who on
+            # GitHub vouched for it, if anyone the policy trusts, authorises it.
+            candidates = await self._authoriser_candidates(facts, record)
+            facts = replace(facts, authoriser_candidates=candidates)
+            decided = await self._decide(facts, record, trigger, envelope, now)
         verdict = decided.verdict
         # The decision refuses new launches under the kill switch; what already runs there is stopped here.
         await self._stop_killed(facts, decided.facts, envelope)
@@ -243,27 +251,78 @@ class Coordinator:
         return view, ancestors
 
     async def _decide(
-        self, facts: IssueFacts, trigger: Trigger, envelope: Envelope[Nudge], now: datetime
+        self, facts: IssueFacts, record: GitHubRecord, trigger: Trigger, envelope: Envelope[Nudge], now: datetime
     ) -> Decided[Verdict]:
-        """One ledger transaction: the counts read, the pure decision, the lease, the outbox's GitHub writes."""
+        """One ledger transaction: the counts read, the pure decision, the lease, the outbox's GitHub writes.
+
+        The counts are raised to what GitHub records where it says more (a ledger rebuilt from GitHub).
+        """
         scope = FactsScope(
             issue_key=facts.ref.key,
             repo=facts.ref.repo,
             root_key=facts.root.key,
             agent_kind=self.policy.agent_kind,
             today=now.date(),
+            shown_run=record.issue.running_run if record.issue else None,
         )
 
+        adopted: list[Adoption] = []
+
         def plan(ledger_facts: LedgerFacts) -> tuple[Verdict, Changes]:
-            verdict = decide_launch(facts, ledger_facts, trigger, self.policy, now)
-            return verdict, self._changes(verdict, facts, envelope, now)
+            seen, adoption = rebuild(ledger_facts, record, agent_kind=self.policy.agent_kind)
+            adopted[:] = [adoption] if adoption is not None else []
+            verdict = decide_launch(facts, seen, trigger, self.policy, now)
+            return verdict, replace(self._changes(verdict, facts, seen, envelope, now), adopt=adoption)
 
-        return await self.ledger.decide(scope, plan, now=now, limits=self._limits())
+        decided = await self.ledger.decide(scope, plan, now=now, limits=self._limits())
+        if adopted and decided.started in (None, StartOutcome.STARTED):
+            _log.warning("ledger_adopted_from_github", issue=facts.ref.key, root=facts.root.key, **asdict(adopted[0]))
+        return decided
 
-    def _changes(self, verdict: Verdict, facts: IssueFacts, envelope: Envelope[Nudge], now: datetime) -> Changes:
+    async def _authoriser_candidates(self, facts: IssueFacts, record: GitHubRecord) -> tuple[AuthoriserCandidate, ...]:
+        """Who on GitHub vouched for the tree, with their role on the repository.
+
+        Whoever applied the opt-in label (to the issue, else to the root), and the authoriser agent-grid recorded
+        for the tree.
+        """
+        label = self.policy.opt_in.label
+        vouching: dict[str, str] = {}
+        labelled = facts.ref if label in facts.labels else facts.root if label in facts.root_labels else None
+        try:
+            if labelled is not None:
+                events = await self.tracker.label_events(labelled)
+                labeller = opt_in_labeller(events, label, bot_login=self.policy.bot_login)
+                if labeller is not None:
+                    vouching[labeller] = f"applied the {label!r} label to {labelled}"
+            if record.authorised_by is not None:
+                vouching.setdefault(record.authorised_by, "recorded as the tree's authoriser on GitHub")
+            candidates: list[AuthoriserCandidate] = []
+            for login, source in vouching.items():
+                permission = await self.tracker.permission(facts.ref.repo, login)
+                candidates.append(AuthoriserCandidate(login, permission.value, source))
+        except RateLimited as error:
+            raise RetryLater(int(min(error.retry_after_s, 900)) + 1, f"tracker rate limited: {error}") from error
+        except TrackerUnavailable as error:
+            raise RetryLater(30, f"tracker unavailable: {error}") from error
+        except IssueNotFound:
+            return ()
+        for candidate in candidates:
+            _log.info(
+                "authoriser_candidate",
+                issue=facts.ref.key,
+                login=candidate.login,
+                permission=candidate.permission,
+                source=candidate.source,
+            )
+        return tuple(candidates)
+
+    def _changes(
+        self, verdict: Verdict, facts: IssueFacts, seen: LedgerFacts, envelope: Envelope[Nudge], now: datetime
+    ) -> Changes:
         """What the verdict changes in the ledger, and the GitHub writes that say so (pure)."""
         ref = facts.ref
         waiting = WaitingNudge(sent_at=envelope.occurred_at, actor=envelope.body.actor)
+        standing = _issue_record(seen)
         match verdict:
             case Launch():
                 run = NewRun(
@@ -276,8 +335,22 @@ class Coordinator:
                     authorised_by=verdict.authorised_by,
                     trigger_message_id=str(envelope.message_id),
                 )
+                record = replace(
+                    standing,
+                    runs=seen.runs_on_issue + 1,
+                    consecutive_failures=0 if verdict.resets_failures else seen.consecutive_failures,
+                    tree=replace(
+                        standing.tree,
+                        runs=seen.runs_in_tree + 1,
+                        authorised_by=seen.tree_authorised_by or verdict.authorised_by,
+                    ),
+                    running_run=run.run_id,
+                    mode=run.mode,
+                    agent_kind=run.agent_kind,
+                    authorised_by=verdict.authorised_by,
+                )
                 launched = (
-                    entry(ref, StatusWish(body=status.launched(verdict, run.run_id, now))),
+                    entry(ref, StatusWish(body=status.launched(verdict, run.run_id, now, record=record))),
                     entry(ref, AssigneeWish(login=self.policy.bot_login, assigned=True)),
                 )
                 return Changes(run=run, reset_failures=verdict.resets_failures, writes=launched)
@@ -285,10 +358,11 @@ class Coordinator:
                 remember = waiting if verdict.reason in _REMEMBERED else None
                 if verdict.reason is WaitReason.RUN_IN_FLIGHT:
                     return Changes(remember=remember)  # the run's own status stands
-                return Changes(remember=remember, writes=(entry(ref, StatusWish(body=status.waiting(verdict, now))),))
+                text = status.waiting(verdict, now, record=standing)
+                return Changes(remember=remember, writes=(entry(ref, StatusWish(body=text)),))
             case Refuse():
                 label = self.policy.needs_human_label
-                text = status.refused(verdict, now, needs_human_label=label)
+                text = status.refused(verdict, now, needs_human_label=label, record=standing)
                 escalation = (entry(ref, LabelWish(name=label, present=True)),) if verdict.escalate else ()
                 return Changes(writes=(*escalation, entry(ref, StatusWish(body=text))))
             case Ignore():
@@ -394,7 +468,22 @@ class Coordinator:
         ref, root = ref_of_key(run.issue_key), ref_of_key(run.root_key)
         escalate = _escalation(ended, reason, self.policy.caps) is not None
         label = self.policy.needs_human_label if escalate else None
-        text = status.finished(run.run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label)
+        tree = ended.tree
+        record = IssueRecord(
+            runs=ended.issue_runs,
+            consecutive_failures=ended.consecutive_failures,
+            tree=TreeRecord(
+                runs=tree.runs if tree else 0,
+                cost_usd=tree.cost_usd if tree else 0.0,
+                tokens=tree.tokens if tree else 0,
+                authorised_by=tree.authorised_by if tree else run.authorised_by,
+                killed=tree.killed if tree else False,
+            ),
+            authorised_by=run.authorised_by,
+        )
+        text = status.finished(
+            run.run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label, record=record
+        )
         found = [
             entry(ref, StatusWish(body=text)),
             entry(ref, AssigneeWish(login=self.policy.bot_login, assigned=False)),
@@ -436,6 +525,18 @@ class Coordinator:
     ) -> None:
         nudge = _nudge_of(ref, reason, detail, actor=actor)
         await self.nudges.publish(wrap(nudge, producer="coordinator"), delay_s=min(max(delay_s, 0), _MAX_SQS_DELAY_S))
+
+
+def _issue_record(facts: LedgerFacts) -> IssueRecord:
+    """The issue and its tree as the decision saw them, for the status comment's record."""
+    tree = TreeRecord(
+        runs=facts.runs_in_tree,
+        cost_usd=facts.tree_cost_usd,
+        tokens=facts.tree_tokens,
+        authorised_by=facts.tree_authorised_by,
+        killed=facts.tree_killed,
+    )
+    return IssueRecord(runs=facts.runs_on_issue, consecutive_failures=facts.consecutive_failures, tree=tree)
 
 
 def _nudge_of(ref: IssueRef, reason: NudgeReason, detail: str, *, actor: Actor | None = None) -> Nudge:

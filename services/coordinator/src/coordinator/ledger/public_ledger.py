@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from coordinator.decisions.public_facts import LedgerFacts
+from coordinator.decisions.public_rebuild import Adoption
 from coordinator.ledger.public_outbox import Outbox, OutboxEntry
 from coordinator.ledger.public_stats import LedgerStats
 from coordinator.ledger.schema import (
@@ -227,10 +228,16 @@ class TreeTotals:
 
 @dataclass(frozen=True)
 class FinishedRun:
-    """A run that has just reached its terminal state (returned once, never for a repeat)."""
+    """A run that has just reached its terminal state (returned once, never for a repeat).
+
+    With the figures its issue and tree stand at once it ended (runs, failures in a row, spend), for the
+    record agent-grid keeps on GitHub.
+    """
 
     run: RunRecord
     consecutive_failures: int
+    issue_runs: int = 0
+    tree: "TreeTotals | None" = None
 
 
 @dataclass(frozen=True)
@@ -242,6 +249,8 @@ class FactsScope:
     root_key: str
     agent_kind: str
     today: date
+    # The run GitHub shows in flight on the issue, if any: whether the ledger knows it is part of the facts.
+    shown_run: str | None = None
 
 
 @dataclass(frozen=True)
@@ -258,9 +267,11 @@ class Changes:
 
     ``run`` takes the issue's lease and records the run; ``reset_failures`` (a person handed the issue back)
     applies with it. ``writes`` are the tracker writes that report the decision (the outbox), kept only when
-    the run, if any, started: a launch that lost its race reports nothing.
+    the run, if any, started: a launch that lost its race reports nothing. ``adopt`` raises the ledger to
+    what GitHub shows (a ledger rebuilt from GitHub), before the run is recorded.
     """
 
+    adopt: Adoption | None = None
     run: "NewRun | None" = None
     reset_failures: bool = False
     remember: WaitingNudge | None = None
@@ -330,6 +341,8 @@ class Ledger:
         def decide(connection: Connection) -> Decided[T]:
             facts = _read_facts(connection, scope)
             verdict, changes = plan(facts)
+            if changes.adopt is not None:
+                _adopt(connection, scope, changes.adopt)
             run = changes.run
             if run is not None:
                 if connection.dialect.name == "postgresql":
@@ -494,11 +507,12 @@ class Ledger:
             day = at.astimezone(UTC).date()
             upsert(connection, repo_days, {"repo": current.repo, "day": day}, add={"cost_usd": cost})
             _event(connection, run_id, at, "exited", reason.value)
-            failures = connection.scalar(
-                sa.select(issues.c.consecutive_failures).where(issues.c.issue_key == current.issue_key)
-            )
+            failures, issue_runs = connection.execute(
+                sa.select(issues.c.consecutive_failures, issues.c.runs).where(issues.c.issue_key == current.issue_key)
+            ).one_or_none() or (0, 0)
             record = connection.execute(sa.select(runs).where(runs.c.run_id == run_id)).one()
-            finished = FinishedRun(_record(record), int(failures or 0))
+            tree = _tree_totals(connection, current.root_key)
+            finished = FinishedRun(_record(record), int(failures or 0), int(issue_runs or 0), tree)
             if writes is not None:
                 enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in writes(finished)], at)
             return finished
@@ -737,27 +751,7 @@ class Ledger:
 
     async def tree(self, root_key: str) -> TreeTotals | None:
         """The tree's totals, or None when no run ever happened in it."""
-
-        def read(connection: Connection) -> TreeTotals | None:
-            tree = connection.execute(sa.select(trees).where(trees.c.root_key == root_key)).first()
-            if tree is None:
-                return None
-            active = connection.execute(
-                sa.select(sa.func.count(), sa.func.sum(runs.c.cost_usd), sa.func.sum(runs.c.tokens)).where(
-                    runs.c.root_key == root_key, _ACTIVE
-                )
-            ).one()
-            return TreeTotals(
-                root_key=root_key,
-                authorised_by=tree.authorised_by,
-                runs=tree.runs,
-                active_runs=active[0],
-                cost_usd=tree.cost_usd + float(active[1] or 0.0),
-                tokens=tree.tokens + int(active[2] or 0),
-                killed=bool(tree.killed),
-            )
-
-        return await self._tx.read(read)
+        return await self._tx.read(lambda connection: _tree_totals(connection, root_key))
 
     async def paused(self) -> bool:
         """Whether launches are paused."""
@@ -865,6 +859,8 @@ _TOTALS = sa.select(
     .where(repo_days.c.repo == _p("repo"), repo_days.c.day == _p("today"))
     .scalar_subquery(),
     sa.select(settings_table.c.value).where(settings_table.c.name == "paused").scalar_subquery(),
+    sa.exists().where(trees.c.root_key == _p("root_key")),
+    sa.exists().where(runs.c.run_id == _p("shown_run")),
 )
 # One pass over the active runs only (through the partial indexes), however long the history.
 _ACTIVE_COUNTS = sa.select(
@@ -882,9 +878,18 @@ def _read_facts(connection: Connection, scope: FactsScope) -> LedgerFacts:
     active = _active_counts(
         connection, issue_key=scope.issue_key, repo=scope.repo, root_key=scope.root_key, agent_kind=scope.agent_kind
     )
-    params = {"issue_key": scope.issue_key, "root_key": scope.root_key, "repo": scope.repo, "today": scope.today}
+    params = {
+        "issue_key": scope.issue_key,
+        "root_key": scope.root_key,
+        "repo": scope.repo,
+        "today": scope.today,
+        "shown_run": scope.shown_run or "",
+    }
     totals = connection.execute(_TOTALS, params).one()
-    issue_runs, failures, managed_at, tree_runs, tree_cost, tree_tokens, authorised_by, killed, today, paused = totals
+    issue_runs, failures, managed_at, tree_runs, tree_cost, tree_tokens, authorised_by, killed, today, paused = totals[
+        :10
+    ]
+    tree_known, shown_run_known = totals[10:]
     return LedgerFacts(
         active_total=active.total,
         active_in_repo=active.in_repo,
@@ -902,7 +907,73 @@ def _read_facts(connection: Connection, scope: FactsScope) -> LedgerFacts:
         tree_authorised_by=authorised_by,
         paused=bool(paused),
         tree_killed=bool(killed),
+        tree_known=bool(tree_known),
+        shown_run_known=bool(shown_run_known),
     )
+
+
+def _tree_totals(connection: Connection, root_key: str) -> TreeTotals | None:
+    tree = connection.execute(sa.select(trees).where(trees.c.root_key == root_key)).first()
+    if tree is None:
+        return None
+    active = connection.execute(
+        sa.select(sa.func.count(), sa.func.sum(runs.c.cost_usd), sa.func.sum(runs.c.tokens)).where(
+            runs.c.root_key == root_key, _ACTIVE
+        )
+    ).one()
+    return TreeTotals(
+        root_key=root_key,
+        authorised_by=tree.authorised_by,
+        runs=tree.runs,
+        active_runs=active[0],
+        cost_usd=tree.cost_usd + float(active[1] or 0.0),
+        tokens=tree.tokens + int(active[2] or 0),
+        killed=bool(tree.killed),
+    )
+
+
+def _adopt(connection: Connection, scope: FactsScope, adoption: Adoption) -> None:
+    """Raise the ledger's totals to what GitHub shows, and take on the run GitHub shows in flight."""
+    tree_add = {"runs": adoption.tree_runs, "cost_usd": adoption.tree_cost_usd, "tokens": adoption.tree_tokens}
+    if any(tree_add.values()) or adoption.tree_killed:
+        killed = {"killed": True} if adoption.tree_killed else {}
+        upsert(connection, trees, {"root_key": scope.root_key}, add=tree_add, set_=killed)
+    if adoption.issue_runs:
+        upsert(connection, issues, {"issue_key": scope.issue_key}, add={"runs": adoption.issue_runs})
+    if adoption.issue_failures_at_least:
+        at_least = adoption.issue_failures_at_least
+        upsert(connection, issues, {"issue_key": scope.issue_key})
+        connection.execute(
+            issues.update()
+            .where(issues.c.issue_key == scope.issue_key, issues.c.consecutive_failures < at_least)
+            .values(consecutive_failures=at_least)
+        )
+    run = adoption.run
+    if run is not None:
+        # Not over a run the ledger knows, nor over another run holding the issue's lease: no conflict target,
+        # so the primary key and the partial unique index both make it a no-op.
+        taken = connection.execute(
+            insert_for_dialect(connection.dialect.name, runs)
+            .values(
+                run_id=run.run_id,
+                issue_key=scope.issue_key,
+                repo=scope.repo,
+                root_key=scope.root_key,
+                mode=run.mode,
+                agent_kind=run.agent_kind,
+                state="running",
+                authorised_by=run.authorised_by,
+                created_at=run.last_seen_at,
+                started_at=run.last_seen_at,
+                last_seen_at=run.last_seen_at,
+                cost_usd=0.0,
+                tokens=0,
+                sub_issues_created=0,
+            )
+            .on_conflict_do_nothing()
+        )
+        if taken.rowcount:
+            _event(connection, run.run_id, run.last_seen_at, "adopted", "shown running on GitHub, unknown here")
 
 
 def _record_run(connection: Connection, run: NewRun, *, now: datetime, reset_failures: bool = False) -> None:

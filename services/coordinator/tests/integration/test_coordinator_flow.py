@@ -348,6 +348,11 @@ async def test_the_api_shows_runs_and_trees_and_controls_launches(
             assert [event["kind"] for event in detail["events"]] == ["launched"]
             tree = (await api.get(f"/api/trees/octo/widgets/{issue.number}")).json()
             assert (tree["runs"], tree["active_runs"], tree["budget"]["max_cost_usd_per_tree"]) == (1, 1, 25.0)
+            budgets = (await api.get("/api/budgets")).json()
+            assert budgets["active_trees"] == [
+                {"name": f"github:octo/widgets#{issue.number}", "cost_usd": 0.0, "cap_usd": 25.0, "left_usd": 25.0}
+            ]
+            assert (budgets["active_runs"]["launching"], budgets["caps"]["max_cost_usd_per_repo_per_day"]) == (1, 50.0)
             assert (await api.post(f"/api/trees/octo/widgets/{issue.number}/kill")).json()["killed"] is True
             policy = (await api.get("/api/policy")).json()
             assert policy["caps"]["max_active_runs"] == 4
@@ -736,3 +741,27 @@ async def test_a_ledger_lost_mid_scenario_is_rebuilt_from_github_and_the_caps_st
             assert [event["kind"] for event in adopted["events"]] == ["adopted", "exited"]
             await grid.written()
             assert "max_runs_per_tree" in (await grid.comments(spent.number))[-1]
+
+
+@pytest.mark.parametrize("policy", [Policy(caps=Caps(max_active_runs=1))])
+async def test_a_finished_run_s_next_sibling_takes_the_freed_slot_before_the_issues_waiting_for_one(grid: Grid) -> None:
+    epic = grid.github.add_issue("octo", "widgets", "Epic", author="alice", labels=["agent-grid"])
+    first = grid.github.add_issue("octo", "widgets", "Step 1", author="alice")
+    second = grid.github.add_issue("octo", "widgets", "Step 2", author="alice")
+    grid.github.add_sub_issue(epic, first)
+    grid.github.add_sub_issue(epic, second)
+    others = [
+        grid.github.add_issue("octo", "widgets", f"Other {n}", author="alice", labels=["agent-grid"]) for n in range(3)
+    ]
+    await grid.nudge(first.number)
+    [running] = await grid.drain(grid.queues.launches.url)
+    for other in others:  # all wait for the one slot, and are remembered
+        await grid.nudge(other.number)
+    assert await grid.drain(grid.queues.launches.url) == []
+
+    await grid.tracker.close(running.issue)  # the step is done (its agent closed it)
+    await grid.lifecycle(
+        AgentExited(run_id=running.run_id, issue=running.issue, worker_id="w1", reason=ExitReason.SUCCESS)
+    )
+    launches = await grid.drain(grid.queues.launches.url, wait_s=4)
+    assert [launch.issue.number for launch in launches] == [second.number]  # the tree's next step, first

@@ -6,7 +6,7 @@ Token-protected (``Authorization: Bearer <COORDINATOR_API__TOKEN>``, or the dash
 
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from agent_grid_contracts.public_issues import IssueRef, parse_issue_ref
@@ -14,7 +14,7 @@ from agent_grid_runtime.public_queues import QueueName, QueueUrls
 from agent_grid_runtime.public_transport import QueueTransport
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from fastapi.responses import PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, computed_field
 
 from coordinator.api.public_auth import ApiAuth
 from coordinator.api.public_run_logs import RunLogs, RunLogUnavailable
@@ -60,6 +60,31 @@ class RunDetail(RunOut):
     """A run with its transitions."""
 
     events: list[dict[str, Any]]
+
+
+class Spend(BaseModel):
+    """What a repository (today) or a tree has spent against its cap."""
+
+    name: str
+    cost_usd: float
+    cap_usd: float
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def left_usd(self) -> float:
+        """What is left before the cap (never below zero)."""
+        return max(0.0, self.cap_usd - self.cost_usd)
+
+
+class BudgetsOut(BaseModel):
+    """Spend against the budgets, the runs in flight, and every cap in force."""
+
+    day: str
+    repos_today: list[Spend]
+    active_trees: list[Spend]
+    active_runs: dict[str, int]
+    paused: bool
+    caps: dict[str, Any]
 
 
 class OutboxOut(BaseModel):
@@ -232,6 +257,31 @@ def _add_control_routes(
                 depth = await transport.depth(url)
                 depths[label] = {"visible": depth.visible, "in_flight": depth.in_flight, "delayed": depth.delayed}
         return depths
+
+    @router.get("/budgets")
+    async def budgets() -> BudgetsOut:
+        """Spend against the budgets, the runs in flight, and the caps.
+
+        Each repository's spend today (UTC) against its daily cap; each tree with runs in flight against its tree
+        cap (finished runs plus what active ones reported).
+        """
+        today = datetime.now(UTC).date()
+        view = await ledger.stats.read(today=today)
+        caps = policy.caps
+        return BudgetsOut(
+            day=today.isoformat(),
+            repos_today=[
+                Spend(name=repo, cost_usd=cost, cap_usd=caps.max_cost_usd_per_repo_per_day)
+                for repo, cost in sorted(view.repo_spend_today_usd.items())
+            ],
+            active_trees=[
+                Spend(name=root, cost_usd=cost, cap_usd=caps.max_cost_usd_per_tree)
+                for root, cost in sorted(view.active_tree_spend_usd.items())
+            ],
+            active_runs=view.active_runs,
+            paused=view.paused,
+            caps=caps.model_dump(mode="json"),
+        )
 
     @router.get("/outbox")
     async def outbox() -> OutboxOut:

@@ -100,6 +100,9 @@ class Coordinator:
 
     async def on_nudge(self, envelope: Envelope[Nudge], context: MessageContext) -> None:
         """Decide whether the nudged issue gets a run now, and act on the verdict."""
+        await self._handle_nudge(envelope, receive_count=context.receive_count)
+
+    async def _handle_nudge(self, envelope: Envelope[Nudge], *, receive_count: int) -> None:
         nudge = envelope.body
         try:
             view, ancestors = await self._read_tree(nudge.issue)
@@ -126,7 +129,7 @@ class Coordinator:
             reason=nudge.reason.value,
             verdict=type(verdict).__name__.lower(),
             detail=_detail(verdict),
-            receive_count=context.receive_count,
+            receive_count=receive_count,
         )
         self.counters.decided(verdict)
         await self._act(decided, envelope, facts.ref, facts.root, now)
@@ -494,7 +497,12 @@ class Coordinator:
         return found
 
     async def _follow_up(self, ref: IssueRef, reason: ExitReason, *, run_began: datetime) -> None:
-        """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent."""
+        """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent.
+
+        The sibling and the parent come first: they are decided here and now, so they take the run slot that
+        just freed before the nudges queued or released meanwhile; the others are queued.
+        """
+        successors: list[Nudge] = []
         nudges: list[Nudge] = []
         waited = await self.ledger.take_pending_nudge(ref.key, newer_than=run_began)
         if waited is not None or reason is ExitReason.LOST:
@@ -515,10 +523,22 @@ class Coordinator:
                 child for child in parent.children if child.state is IssueState.OPEN and child.ref != view.issue.ref
             ]
             if siblings:
-                nudges.append(_nudge_of(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished"))
-            nudges.append(_nudge_of(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished"))
+                successors.append(_nudge_of(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished"))
+            successors.append(_nudge_of(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished"))
+        for successor in successors:
+            if not await self._decide_first(successor):
+                nudges.append(successor)
         if nudges:
             await self.nudges.publish_many([wrap(nudge, producer="coordinator") for nudge in nudges])
+
+    async def _decide_first(self, nudge: Nudge) -> bool:
+        """Decide ``nudge`` now, ahead of the queue; False when that failed and it must be queued instead."""
+        try:
+            await self._handle_nudge(wrap(nudge, producer="coordinator"), receive_count=0)
+        except Exception as error:  # the exit is recorded already: the follow-up must not be lost with it
+            _log.warning("follow_up_queued", issue=nudge.issue.key, error=f"{type(error).__name__}: {error}")
+            return False
+        return True
 
     async def _nudge(
         self, ref: IssueRef, reason: NudgeReason, detail: str, *, delay_s: int = 0, actor: Actor | None = None

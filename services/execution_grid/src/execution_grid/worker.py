@@ -54,32 +54,45 @@ _HOME_SECRETS = (
     ".config/gcloud",
     ".terraformrc",
 )
+# The platform's own credentials for this worker: Kubernetes' service-account (and IRSA) tokens, Docker and
+# systemd secrets. An agent holding them could act as the worker (receive launches, forge lifecycle events).
+_SYSTEM_SECRETS = (Path("/var/run/secrets"), Path("/run/secrets"), Path("/run/credentials"))
 
 
 def build_runner(settings: Settings) -> Runner:
     """The runner the settings ask for.
 
     Under bubblewrap the worker's state directory (other runs' logs, workspaces and caches), the credential
-    stores in its home and ``sandbox.hidden_paths`` are empty to the agent; its own workspace and files are
-    bound back on top.
+    stores in its home, the platform's secrets (``/var/run/secrets``…) and ``sandbox.hidden_paths`` are empty
+    to the agent; its own workspace and files are bound back on top.
     """
     if settings.sandbox.runner == "bubblewrap":
         home = Path.home()
         secrets = [home / name for name in _HOME_SECRETS if (home / name).exists()]
+        secrets += [path for path in _SYSTEM_SECRETS if path.exists()]
+        state_dir = settings.state_dir.resolve()
         return BubblewrapRunner(
-            hide=(settings.state_dir.resolve(), *secrets, *settings.sandbox.hidden_paths),
-            keep_readable=_installation_paths(),
+            hide=(state_dir, *secrets, *settings.sandbox.hidden_paths),
+            keep_readable=installation_paths(state_dir),
         )
     return LocalProcessRunner()
 
 
-def _installation_paths() -> list[Path]:
+def installation_paths(state_dir: Path) -> list[Path]:
     """Where this worker's Python and its packages are, and the PATH: the agents' tools come from there.
 
-    Editable installs (a uv workspace) put the sources themselves on ``sys.path``.
+    Editable installs (a uv workspace) put the sources themselves on ``sys.path``. Never the working directory
+    (``python -m`` puts it first on ``sys.path``: a whole checkout, its ``.env`` and local state), ``/tmp``
+    itself, or anything holding the state directory.
     """
-    entries = [sys.prefix, *sys.path, *os.environ.get("PATH", "").split(os.pathsep)]
-    return [Path(entry) for entry in entries if entry and os.path.isabs(entry)]
+    cwd = Path.cwd().resolve()
+    entries = [sys.prefix, *sys.path[1:], *os.environ.get("PATH", "").split(os.pathsep)]
+    paths = [Path(entry).resolve() for entry in entries if entry and os.path.isabs(entry)]
+    return [
+        path
+        for path in paths
+        if path != cwd and path != Path("/tmp") and not state_dir.is_relative_to(path) and path.is_dir()
+    ]
 
 
 def protect_worker_memory() -> None:

@@ -141,14 +141,24 @@ async def test_a_runs_log_comes_through_the_coordinator_from_the_worker_that_ran
                 own = await worker.get(f"/runs/{run_id}/log", headers={"Authorization": f"Bearer {GRID_TOKEN}"})
 
         # The same worker, asked with another token or for a run it never had.
-        async with open_run_logs(GridApiSettings(token=SecretStr("not-the-grid-token"))) as wrong_token:
+        workers = [grid_url]
+        wrong = GridApiSettings(token=SecretStr("not-the-grid-token"), allowed_url_prefixes=workers)
+        async with open_run_logs(wrong) as wrong_token:
             with pytest.raises(RunLogUnavailable) as refused:
                 await wrong_token.fetch(run_id, detail["log_url"])
-        async with open_run_logs(GridApiSettings(token=SecretStr(GRID_TOKEN))) as logs:
+        right = GridApiSettings(token=SecretStr(GRID_TOKEN), allowed_url_prefixes=workers, max_bytes=1024)
+        async with open_run_logs(right) as logs:
             with pytest.raises(RunLogUnavailable) as forgotten:
                 await logs.fetch("run-elsewhere", f"{grid_url}/runs/run-elsewhere/log")
             with pytest.raises(RunLogUnavailable) as not_allowed:
                 await logs.fetch(run_id, "file:///etc/passwd")
+            with pytest.raises(RunLogUnavailable) as elsewhere:
+                await logs.fetch(run_id, f"http://127.0.0.1:{find_free_port()}/runs/{run_id}/log")
+            capped = await logs.fetch(run_id, detail["log_url"])
+        # Without the workers named, the token goes nowhere.
+        async with open_run_logs(GridApiSettings(token=SecretStr(GRID_TOKEN))) as unnamed:
+            with pytest.raises(RunLogUnavailable) as unconfigured:
+                await unnamed.fetch(run_id, detail["log_url"])
 
     assert detail["log_url"] == f"{grid_url}/runs/{run_id}/log"
     assert whole.status_code == 200
@@ -161,3 +171,7 @@ async def test_a_runs_log_comes_through_the_coordinator_from_the_worker_that_ran
     assert "refused the coordinator's token" in refused.value.detail
     assert forgotten.value.status == 404
     assert not_allowed.value.status == 502
+    assert (elsewhere.value.status, "not an allowed grid worker address" in elsewhere.value.detail) == (502, True)
+    assert (unconfigured.value.status, "ALLOWED_URL_PREFIXES" in unconfigured.value.detail) == (502, True)
+    assert len(whole.content) > 1024
+    assert capped.encode() == whole.content[:1024], "at most max_bytes are relayed"

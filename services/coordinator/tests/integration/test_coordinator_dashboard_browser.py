@@ -7,6 +7,7 @@ page follows along without reloading; then the run, its tree and the pause butto
 """
 
 import asyncio
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -152,6 +153,8 @@ async def test_a_person_follows_a_run_live_in_the_browser_and_pauses_launches(
     stop = asyncio.Event()
 
     async with serve_github(github) as running:
+        worker_url, worker_serving = await serve_until_ready(grid_worker_logs(), stop, ready_path="/docs")
+        monkeypatch.setenv("COORDINATOR_GRID_API__ALLOWED_URL_PREFIXES", json.dumps([worker_url]))
         settings = Settings(
             aws=aws_settings,
             queues=queue_settings,
@@ -161,7 +164,6 @@ async def test_a_person_follows_a_run_live_in_the_browser_and_pauses_launches(
             dashboard=DashboardSettings(events_poll_interval_s=0.2),
         )
         base_url, serving = await serve_until_ready(create_app(settings), stop)
-        worker_url, worker_serving = await serve_until_ready(grid_worker_logs(), stop, ready_path="/docs")
         queues = await resolve_queues(sqs, queue_settings)
         lifecycle = Publisher(transport=sqs, queue_url=queues.lifecycle.url)
         page = await browser.new_page(viewport={"width": 1280, "height": 900})

@@ -237,7 +237,9 @@ def black_hole() -> Iterator[int]:
 async def test_the_log_proxy_says_404_502_or_504_and_why(serve: Serve) -> None:
     closed_port = find_free_port()
     with black_hole() as hung_port:
-        async with serve(grid_api=GridApiSettings(token=SecretStr("grid-token"), timeout_s=1)) as grid:
+        workers = [f"http://127.0.0.1:{closed_port}", f"http://127.0.0.1:{hung_port}"]
+        grid_api = GridApiSettings(token=SecretStr("grid-token"), timeout_s=1, allowed_url_prefixes=workers)
+        async with serve(grid_api=grid_api) as grid:
             unknown = await grid.api.get("/api/runs/run-nobody/log")
             unreachable = await grid.launch("Its worker will be gone")
             not_started = await grid.api.get(f"/api/runs/{unreachable.run_id}/log")

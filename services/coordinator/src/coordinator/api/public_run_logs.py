@@ -21,13 +21,14 @@ class GridApiSettings(BaseModel):
     """How the coordinator reads the grid workers' API (``COORDINATOR_GRID_API__…``).
 
     ``allowed_url_prefixes``: where a run's ``log_url`` may point (e.g. ``["http://grid-1:8003/"]``). The
-    workers' token travels with every log request, and the URL comes from a message on the lifecycle queue:
-    in production, name the workers. Empty allows any http(s) URL.
+    workers' token travels with every log request, and the URL comes from a message on the lifecycle queue,
+    so the proxy fetches nothing until the workers are named. ``max_bytes``: the most of one log it relays.
     """
 
     token: SecretStr | None = None
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     allowed_url_prefixes: list[str] = Field(default_factory=list)
+    max_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
 
 
 class RunLogUnavailable(Exception):  # the API answers it as is: not a fault of the coordinator's own
@@ -60,16 +61,16 @@ class RunLogs:
             raise RunLogUnavailable(
                 502, "the coordinator has no token for the grid workers: set COORDINATOR_GRID_API__TOKEN"
             )
-        if not _allowed(log_url, self._settings.allowed_url_prefixes):
+        prefixes = self._settings.allowed_url_prefixes
+        if not prefixes:
+            raise RunLogUnavailable(
+                502, "the grid workers' addresses are not configured: set COORDINATOR_GRID_API__ALLOWED_URL_PREFIXES"
+            )
+        if not _allowed(log_url, prefixes):
             raise RunLogUnavailable(502, f"run {run_id}'s log URL is not an allowed grid worker address: {log_url}")
         params = {"tail_bytes": tail_bytes} if tail_bytes is not None else None
         try:
-            response = await self._client.get(
-                log_url,
-                params=params,
-                headers={"Authorization": f"Bearer {token.get_secret_value()}"},
-                timeout=self._settings.timeout_s,
-            )
+            response, body = await self._get(log_url, params, token.get_secret_value())
         except httpx.TimeoutException as error:
             raise RunLogUnavailable(504, f"the grid worker at {_origin(log_url)} did not answer in time") from error
         except httpx.HTTPError as error:
@@ -88,14 +89,27 @@ class RunLogs:
             )
         if response.status_code != 200:
             raise RunLogUnavailable(502, f"the grid worker at {_origin(log_url)} answered {response.status_code}")
-        return response.text
+        return body.decode(response.encoding or "utf-8", errors="replace")
+
+    async def _get(self, url: str, params: dict[str, int] | None, token: str) -> tuple[httpx.Response, bytes]:
+        """The answer and at most ``max_bytes`` of its body: a worker (or whatever answers) cannot flood us."""
+        headers = {"Authorization": f"Bearer {token}"}
+        async with self._client.stream(
+            "GET", url, params=params, headers=headers, timeout=self._settings.timeout_s
+        ) as response:
+            body = bytearray()
+            async for chunk in response.aiter_bytes():
+                body += chunk[: self._settings.max_bytes - len(body)]
+                if len(body) >= self._settings.max_bytes:
+                    break
+        return response, bytes(body)
 
 
 @asynccontextmanager
 async def open_run_logs(settings: GridApiSettings) -> AsyncIterator[RunLogs]:
     """A :class:`RunLogs` whose connections to the workers are released on exit."""
-    # Never follow a redirect: the workers' token would go wherever it points.
-    async with httpx.AsyncClient(follow_redirects=False) as client:
+    # Never follow a redirect, nor a proxy from the environment: the workers' token would go wherever they point.
+    async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
         yield RunLogs(settings, client)
 
 
@@ -103,7 +117,7 @@ def _allowed(url: str, prefixes: list[str]) -> bool:
     if urlsplit(url).scheme not in ("http", "https"):
         return False
     # A prefix ends at a path boundary: "http://grid-1:8003" must not admit "http://grid-1:8003.example.org/".
-    return not prefixes or any(url.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
+    return any(url.startswith(prefix.rstrip("/") + "/") for prefix in prefixes)
 
 
 def _origin(url: str) -> str:

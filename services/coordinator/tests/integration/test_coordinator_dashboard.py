@@ -79,6 +79,11 @@ def session(value: str) -> dict[str, str]:
     return {"Cookie": f"{SESSION_COOKIE}={value}"}
 
 
+def latin1(headers: dict[str, str]) -> dict[bytes, bytes]:
+    """Headers as bytes: HTTP allows Latin-1 in them, httpx only ASCII in str."""
+    return {name.encode(): value.encode("latin-1") for name, value in headers.items()}
+
+
 async def messages(response: httpx.Response) -> AsyncIterator[Sse]:
     """The stream's messages as a browser's EventSource parses them (comments kept, for the keep-alive)."""
     fields: dict[str, str] = {}
@@ -186,6 +191,14 @@ async def test_a_first_connection_follows_from_after_and_one_without_a_position_
     assert (resync.event, resync.id, resync.json()) == ("resync", "2", {"last_event_id": 2})
     assert (after_resync.id, after_resync.json()["kind"]) == ("3", "exited")
 
+    # A Last-Event-ID that is no number (even one of str.isdigit's, like "²") is no position: a resync, not a 500.
+    for garbage in ("\u00b2", "x1"):
+        headers = latin1(served.bearer | {"Last-Event-ID": garbage})
+        async with served.client.stream("GET", "/api/events", headers=headers) as response:
+            assert response.status_code == 200
+            first = await next_named(aiter(messages(response)), "run", "resync")
+        assert first.event == "resync"
+
 
 async def test_a_client_too_far_behind_starts_over_from_the_latest(served: Served) -> None:
     await served.run("run-a")
@@ -239,9 +252,10 @@ async def test_the_stream_and_the_api_refuse_requests_without_the_token_or_a_ses
             | session(ApiAuth(SecretStr(TOKEN)).new_session(now=datetime.now(UTC), ttl_s=60)),
         ),
     ]
-    for cookie in (other_token, expired, stretched, TOKEN, ""):
-        refusals.append(await served.client.get("/api/events", headers=session(cookie)))
-        refusals.append(await served.client.get("/api/runs", headers=session(cookie)))
+    superscript = f"{version}.{expires}\u00b2.{mac}"  # "²".isdigit() is true, int("²") raises: a 401, not a 500
+    for cookie in (other_token, expired, stretched, superscript, TOKEN, ""):
+        refusals.append(await served.client.get("/api/events", headers=latin1(session(cookie))))
+        refusals.append(await served.client.get("/api/runs", headers=latin1(session(cookie))))
 
     assert [r.status_code for r in refusals] == [401] * len(refusals)
 

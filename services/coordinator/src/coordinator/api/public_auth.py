@@ -54,7 +54,7 @@ class ApiAuth:
         """``value`` is a session this token issued, and it has not expired."""
         version, _, rest = value.partition(".")
         expires_text, _, mac = rest.partition(".")
-        if self._key is None or version != _SESSION_VERSION or not expires_text.isdigit():
+        if self._key is None or version != _SESSION_VERSION or not (expires_text.isascii() and expires_text.isdigit()):
             return False
         expires = int(expires_text)
         return hmac.compare_digest(mac.encode(), self._mac(expires).encode()) and now.timestamp() < expires

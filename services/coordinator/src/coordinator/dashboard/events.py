@@ -79,7 +79,7 @@ def parse_position(last_event_id: str | None, after: int | None) -> int | None:
     """Where a stream starts: after ``Last-Event-ID`` (a reconnect) or else ``after``; None when neither says."""
     if last_event_id is not None:
         text = last_event_id.strip()
-        return int(text) if text.isdigit() else None
+        return int(text) if text.isascii() and text.isdigit() else None  # "²".isdigit(), and int("²") fails
     return after
 
 

@@ -4,6 +4,7 @@ Token-protected (``Authorization: Bearer <EXECUTION_GRID_API_TOKEN>``): logs sho
 which may include what they read. Without a configured token the API answers 401 to everything.
 """
 
+import asyncio
 import hmac
 from datetime import datetime
 from typing import Annotated, Any
@@ -88,7 +89,8 @@ def build_runs_router(grid: Grid, store: RunStore, *, token: SecretStr | None, s
     ) -> PlainTextResponse:
         if store.load(run_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no run {run_id!r} on this worker")
-        text = read_run_log(store.directory(run_id), tail_bytes=tail_bytes)
+        # Up to a whole capped log from disk: not on the event loop that supervises the agents.
+        text = await asyncio.to_thread(read_run_log, store.directory(run_id), tail_bytes=tail_bytes)
         return PlainTextResponse(text.decode("utf-8", errors="replace"))
 
     @router.post("/{run_id}/cancel", status_code=status.HTTP_202_ACCEPTED)

@@ -538,7 +538,9 @@ class Grid:
 
     async def housekeeping(self) -> None:
         """Forget runs older than the retention, and remove workspaces no run record or live run still needs."""
-        forgotten = self._store.forget_finished(older_than_s=self._settings.supervision.keep_run_records_s)
+        # rmtree of whole run directories (homes, caches): off the event loop that supervises the agents.
+        keep_s = self._settings.supervision.keep_run_records_s
+        forgotten = await asyncio.to_thread(self._store.forget_finished, older_than_s=keep_s)
         removed = await self._workspaces.prune(keep=self._store.run_ids() | set(self.active) | self._preparing)
         if forgotten or removed:
             _log.info("housekeeping", runs_forgotten=forgotten, workspaces_removed=len(removed))

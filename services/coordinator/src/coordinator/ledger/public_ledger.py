@@ -770,12 +770,28 @@ class _Refused(Exception):
         self.decided = decided
 
 
+def _sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite ledger URL (None for another database).
+
+    Raises:
+        ValueError: an in-memory or unnamed SQLite database: the ledger's transactions run on a connection of
+            their own thread, which must open the very database the migrations ran on.
+    """
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    if not parsed.database or parsed.database == ":memory:" or parsed.database.startswith("file:"):
+        raise ValueError(f"a SQLite ledger must be a file path (sqlite+aiosqlite:///PATH), not {url!r}")
+    return Path(parsed.database)
+
+
 @asynccontextmanager
 async def open_ledger(url: str) -> AsyncIterator[Ledger]:
     """Open (and migrate) the ledger at ``url``: ``sqlite+aiosqlite:///PATH`` or ``postgresql+asyncpg://…``."""
     options: dict[str, Any] = {"pool_pre_ping": True}
-    if url.startswith("sqlite") and ":///" in url:
-        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    sqlite_path = _sqlite_path(url)
+    if sqlite_path is not None:
+        sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         # SQLite has one writer: queue transactions on one connection in-process rather than have several
         # connections wait on the file lock (busy-waiting costs seconds under concurrent messages).
         options |= {"pool_size": 1, "max_overflow": 0}
@@ -787,7 +803,8 @@ async def open_ledger(url: str) -> AsyncIterator[Ledger]:
         await migrate(engine)
         if engine.dialect.name == "sqlite":
             # Migrations done, the ledger's transactions run in the thread that owns the database's connection.
-            transactions = SqliteThreadTransactions(url.split(":///", 1)[1])
+            assert sqlite_path is not None  # a SQLite URL names a file (_sqlite_path refuses any other)
+            transactions = SqliteThreadTransactions(str(sqlite_path))
         ledger = Ledger(engine, transactions)
         yield ledger
     finally:

@@ -477,3 +477,81 @@ async def test_a_decision_reads_takes_the_lease_and_queues_its_github_writes_in_
     lost = await ledger.decide(scope, refuse, now=NOW, limits=limits)
     assert lost.started in (StartOutcome.LEASE_TAKEN, StartOutcome.AT_CAP)
     assert await ledger.outbox.pending(scope.issue_key) == {"status": "running"}  # a lost launch reports nothing
+
+
+async def test_a_writer_whose_claim_expired_never_frees_the_claim_of_the_writer_that_took_over(ledger: Ledger) -> None:
+    outbox, issue = ledger.outbox, "github:octo/widgets#7"
+    await outbox.enqueue([OutboxEntry(issue, "status", "running")], now=NOW)
+    claim_s = timedelta(minutes=2)
+    [slow] = await outbox.claim(claimer="a", now=NOW, until=NOW + claim_s, limit=10)
+    # Writer a is still writing when its claim expires: writer b takes the row over and writes it too.
+    took_over = NOW + claim_s + timedelta(seconds=1)
+    [fast] = await outbox.claim(claimer="b", now=took_over, until=took_over + claim_s, limit=10)
+    assert fast.version == slow.version
+    assert fast.claimed_by != slow.claimed_by
+    # A newer wish arrives while b writes the older one: it must wait for b, never be written beside it.
+    await outbox.enqueue([OutboxEntry(issue, "status", "ended")], now=took_over)
+    assert not await outbox.complete(slow)  # a finishes late: the newer wish stays...
+    assert await outbox.claim(claimer="c", now=took_over, until=took_over + claim_s, limit=10) == []  # ...b's
+    await outbox.retry(slow, due_at=took_over, error="late failure")
+    assert await outbox.claim(claimer="c", now=took_over, until=took_over + claim_s, limit=10) == []
+    assert (await outbox.backlog()).failing == 0  # a's late failure counted nothing against b's row
+
+    assert not await outbox.complete(fast)  # b done with the older version: the newer one is free now
+    [newer] = await outbox.claim(claimer="c", now=took_over, until=took_over + claim_s, limit=10)
+    assert (newer.payload, newer.version) == ("ended", slow.version + 1)
+
+
+async def test_a_long_write_renews_its_claim_and_learns_when_it_lost_it(ledger: Ledger) -> None:
+    outbox, issue = ledger.outbox, "github:octo/widgets#7"
+    await outbox.enqueue([OutboxEntry(issue, "status", "running")], now=NOW)
+    claim_s = timedelta(minutes=2)
+    [write] = await outbox.claim(claimer="a", now=NOW, until=NOW + claim_s, limit=10)
+    renewed_at = NOW + timedelta(seconds=100)
+    assert await outbox.renew(write.claimed_by, until=renewed_at + claim_s) == 1
+    past_first = NOW + claim_s + timedelta(seconds=1)  # the first claim would have expired by now
+    assert await outbox.claim(claimer="b", now=past_first, until=past_first + claim_s, limit=10) == []
+
+    gone = renewed_at + claim_s + timedelta(seconds=1)
+    [taken] = await outbox.claim(claimer="b", now=gone, until=gone + claim_s, limit=10)
+    assert await outbox.renew(write.claimed_by, until=gone + claim_s) == 0  # a's claim is b's now
+    assert await outbox.complete(taken)
+
+
+async def test_a_write_that_keeps_failing_is_parked_visibly_until_a_newer_wish_replaces_it(ledger: Ledger) -> None:
+    outbox, issue = ledger.outbox, "github:octo/widgets#7"
+    await outbox.enqueue([OutboxEntry(issue, "status", "poison"), OutboxEntry(issue, "label:x", "add")], now=NOW)
+    claimed = await outbox.claim(claimer="a", now=NOW, until=NOW + timedelta(minutes=2), limit=10)
+    poison = next(write for write in claimed if write.key == "status")
+    assert await outbox.park(poison, at=NOW, error="TypeError: boom")
+    assert await outbox.complete(next(write for write in claimed if write.key == "label:x"))
+
+    assert await outbox.backlog() == OutboxBacklog(pending=0, failing=0, oldest_enqueued_at=None, parked=1)
+    [parked] = await outbox.parked(limit=10)
+    assert (parked.issue_key, parked.key, parked.attempts, parked.last_error) == (issue, "status", 1, "TypeError: boom")
+    later = NOW + timedelta(days=1)
+    assert await outbox.claim(claimer="b", now=later, until=later + timedelta(minutes=2), limit=10) == []
+    assert await outbox.next_due_at() is None
+
+    await outbox.enqueue([OutboxEntry(issue, "status", "healthy")], now=later)
+    assert await outbox.backlog() == OutboxBacklog(pending=1, failing=0, oldest_enqueued_at=NOW, parked=0)
+    [fresh] = await outbox.claim(claimer="b", now=later, until=later + timedelta(minutes=2), limit=10)
+    assert (fresh.payload, fresh.attempts) == ("healthy", 0)
+
+
+async def test_a_ledger_from_before_parked_writes_is_migrated(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        await first.outbox.enqueue([OutboxEntry("github:octo/widgets#7", "status", "old")], now=NOW)
+    # Back to schema version 4: no parked writes.
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ALTER TABLE tracker_writes DROP COLUMN parked_at"))
+            await connection.execute(sa.text("DELETE FROM schema_versions WHERE version > 4"))
+    finally:
+        await engine.dispose()
+
+    async with open_ledger(ledger_url) as migrated:
+        [write] = await migrated.outbox.claim(claimer="a", now=NOW, until=NOW + timedelta(minutes=2), limit=10)
+        assert await migrated.outbox.park(write, at=NOW, error="boom")
+        assert (await migrated.outbox.backlog()).parked == 1

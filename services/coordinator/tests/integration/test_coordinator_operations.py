@@ -33,6 +33,7 @@ from agent_grid_tracker.public_github import GitHubSettings
 from coordinator.api.public_api import ApiSettings
 from coordinator.api.public_run_logs import GridApiSettings
 from coordinator.app import create_app
+from coordinator.handling.public_outbox import OutboxSettings
 from coordinator.settings import Settings
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
@@ -223,6 +224,25 @@ async def test_a_silent_run_is_declared_lost_and_counted(serve: Serve) -> None:
 
     assert value(metrics, "agent_grid_runs_declared_lost_total") == 1
     assert value(metrics, "agent_grid_runs_ended_total", reason="lost") == 1
+
+
+async def test_a_github_write_that_keeps_failing_is_parked_and_shown_to_the_operator(serve: Serve) -> None:
+    outbox = OutboxSettings(max_attempts=2, retry_initial_s=0.05, retry_max_s=0.05)
+    async with serve(outbox=outbox) as grid:
+        grid.github.fail_next("POST", "/repos/octo/widgets/issues/", count=1000)  # comments and assignees: 502
+        launch = await grid.launch("Poison")
+        async with asyncio.timeout(10):
+            while (shown := (await grid.api.get("/api/outbox")).json())["parked"] < 2:  # the status, the assignee
+                await asyncio.sleep(0.05)
+        metrics = await grid.metrics()
+
+    assert shown["pending"] == 0
+    parked = {write["key"]: write for write in shown["parked_writes"]}
+    assert set(parked) == {"status", f"assignee:{BOT}"}
+    assert parked["status"]["issue"] == launch.issue.key
+    assert parked["status"]["attempts"] == 2
+    assert "502" in parked["status"]["last_error"]
+    assert value(metrics, "agent_grid_outbox_parked_writes") == shown["parked"]
 
 
 @contextmanager

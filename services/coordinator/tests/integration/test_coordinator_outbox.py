@@ -3,6 +3,7 @@
 A manual clock drives the backoff: each ``write_due`` is one pass of the writer at the clock's time.
 """
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,7 @@ import pytest
 from agent_grid_contracts.public_issues import IssueRef
 from agent_grid_github_test_server.public_server import FakeGitHub, serve_github
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
-from agent_grid_tracker.public_tracker import sticky_marker
+from agent_grid_tracker.public_tracker import Comment, sticky_marker
 from coordinator.decisions.public_policy import Policy
 from coordinator.handling.public_outbox import OutboxSettings, OutboxWriter
 from coordinator.handling.writes import AssigneeWish, StatusWish, Wish, entry
@@ -122,7 +123,7 @@ async def test_a_rate_limited_write_waits_for_the_limit_to_reset(outboxed: Outbo
     assert await outboxed.comments() == [f"{sticky_marker('status')}\nrunning"]
 
 
-async def test_a_refused_write_is_given_up_after_a_few_attempts_and_one_for_a_vanished_issue_at_once(
+async def test_a_refused_write_is_parked_after_a_few_attempts_and_one_for_a_vanished_issue_dropped_at_once(
     outboxed: Outboxed,
 ) -> None:
     outboxed.github.fail_next(
@@ -138,6 +139,79 @@ async def test_a_refused_write_is_given_up_after_a_few_attempts_and_one_for_a_va
     events = [(line["event"], line["issue"]) for line in logs if line["event"].startswith("tracker_write_")]
     assert ("tracker_write_dropped", gone.key) in events
     assert events.count(("tracker_write_failed", outboxed.issue.key)) == 2
-    assert events[-1] == ("tracker_write_abandoned", outboxed.issue.key)  # the third refusal
-    assert (await outboxed.ledger.outbox.backlog()).pending == 0
+    assert events[-1] == ("tracker_write_parked", outboxed.issue.key)  # the third refusal
+    backlog = await outboxed.ledger.outbox.backlog()
+    assert (backlog.pending, backlog.parked) == (0, 1)
     assert await outboxed.comments() == []
+
+
+async def test_a_write_that_keeps_failing_is_parked_and_no_longer_tried(outboxed: Outboxed) -> None:
+    # Not a refusal: GitHub fails (502) on every attempt, as for a wish that breaks something of GitHub's.
+    outboxed.github.fail_next("POST", f"/repos/octo/widgets/issues/{outboxed.issue.number}/comments", count=1000)
+    writer = OutboxWriter(
+        outboxed.ledger,
+        outboxed.tracker,
+        Policy(),
+        OutboxSettings(retry_initial_s=2, retry_max_s=10, max_attempts=4),
+        clock=outboxed.clock,
+    )
+    await outboxed.wish(StatusWish(body="running"))
+    with capture_logs() as logs:
+        for _ in range(6):
+            await writer.write_due()
+            outboxed.clock.advance(60)
+    failures = [line for line in logs if line["event"] == "tracker_write_failed"]
+    [parked] = [line for line in logs if line["event"] == "tracker_write_parked"]
+    assert len(failures) == 3
+    assert (parked["issue"], parked["attempts"], parked["log_level"]) == (outboxed.issue.key, 4, "error")
+    assert "502" in parked["error"]
+    backlog = await outboxed.ledger.outbox.backlog()
+    assert (backlog.pending, backlog.failing, backlog.parked) == (0, 0, 1)
+    [kept] = await outboxed.ledger.outbox.parked(limit=10)
+    assert (kept.issue_key, kept.key, kept.attempts) == (outboxed.issue.key, "status", 4)
+    assert (await outboxed.ledger.stats.read(today=START.date())).outbox_parked == 1
+    outboxed.clock.advance(3600)
+    assert await writer.write_due() == 0  # never tried again...
+
+    outboxed.github.clear_faults()
+    await outboxed.wish(StatusWish(body="ended"))  # ...until a newer wish of its row replaces it
+    assert await writer.write_due() == 1
+    assert await outboxed.comments() == [f"{sticky_marker('status')}\nended"]
+    assert (await outboxed.ledger.outbox.backlog()).parked == 0
+
+
+async def test_a_long_write_keeps_its_claim_so_no_other_writer_writes_the_row_beside_it(
+    outboxed: Outboxed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = OutboxSettings(claim_s=0.3)
+    writer = OutboxWriter(outboxed.ledger, outboxed.tracker, Policy(), settings, clock=outboxed.clock)
+    other = OutboxWriter(outboxed.ledger, outboxed.tracker, Policy(), settings, clock=outboxed.clock)
+    writing, finish = asyncio.Event(), asyncio.Event()
+    upsert = outboxed.tracker.upsert_sticky_comment
+
+    async def slow_upsert(ref: IssueRef, key: str, body: str) -> Comment:
+        writing.set()
+        await finish.wait()  # GitHub is slow, or the throttler holds the write back
+        return await upsert(ref, key, body)
+
+    renewed = asyncio.Event()
+    renew = outboxed.ledger.outbox.renew
+
+    async def renew_spy(claimed_by: str, *, until: datetime) -> int:
+        held = await renew(claimed_by, until=until)
+        renewed.set()
+        return held
+
+    monkeypatch.setattr(outboxed.tracker, "upsert_sticky_comment", slow_upsert)
+    monkeypatch.setattr(outboxed.ledger.outbox, "renew", renew_spy)
+    await outboxed.wish(StatusWish(body="running"))
+    async with asyncio.timeout(5):
+        first = asyncio.create_task(writer.write_due())
+        await writing.wait()
+        outboxed.clock.advance(60)  # long past the claim's first expiry
+        await renewed.wait()
+        assert await other.write_due() == 0  # the claim was renewed: the row is still the first writer's
+        finish.set()
+        assert await first == 1
+    assert outboxed.comment_posts() == 1
+    assert (await outboxed.ledger.outbox.backlog()).pending == 0

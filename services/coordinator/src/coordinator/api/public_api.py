@@ -25,6 +25,8 @@ __all__ = ["ApiSettings", "RunOut", "TreeCanceller", "build_api_router"]
 
 # Stops every active run of a tree (by its root's key); returns how many CancelRun commands were delivered.
 type TreeCanceller = Callable[[str], Awaitable[int]]
+# GET /api/outbox lists the most recently parked writes, at most this many (the count says how many there are).
+_PARKED_SHOWN = 50
 
 
 class ApiSettings(BaseModel):
@@ -87,12 +89,27 @@ class BudgetsOut(BaseModel):
     caps: dict[str, Any]
 
 
+class ParkedWriteOut(BaseModel):
+    """A GitHub write given up after failing ``attempts`` times, kept until a newer wish of its row replaces it."""
+
+    issue: str
+    key: str
+    attempts: int
+    last_error: str | None
+    parked_at: datetime
+
+
 class OutboxOut(BaseModel):
-    """The GitHub writes not yet written: how many, how many failed at least once, since when the oldest waits."""
+    """The GitHub writes not yet written: how many, how many failed at least once, since when the oldest waits.
+
+    ``parked``: how many were given up after too many failed attempts; ``parked_writes``: the latest of them.
+    """
 
     pending: int
     failing: int
     oldest_enqueued_at: datetime | None
+    parked: int = 0
+    parked_writes: list[ParkedWriteOut] = []
 
 
 class TreeOut(BaseModel):
@@ -285,10 +302,24 @@ def _add_control_routes(
 
     @router.get("/outbox")
     async def outbox() -> OutboxOut:
-        """GitHub writes decided but not yet written (status comments, assignees, labels, roll-ups)."""
+        """GitHub writes decided and not yet written (status comments, assignees, labels, roll-ups), and parked."""
         backlog = await ledger.outbox.backlog()
+        parked = await ledger.outbox.parked(limit=_PARKED_SHOWN) if backlog.parked else []
         return OutboxOut(
-            pending=backlog.pending, failing=backlog.failing, oldest_enqueued_at=backlog.oldest_enqueued_at
+            pending=backlog.pending,
+            failing=backlog.failing,
+            oldest_enqueued_at=backlog.oldest_enqueued_at,
+            parked=backlog.parked,
+            parked_writes=[
+                ParkedWriteOut(
+                    issue=write.issue_key,
+                    key=write.key,
+                    attempts=write.attempts,
+                    last_error=write.last_error,
+                    parked_at=write.parked_at,
+                )
+                for write in parked
+            ],
         )
 
 

@@ -6,8 +6,10 @@ The handlers never wait for GitHub, whose content writes are paced (at least 1 s
 minute: the tracker's throttler applies that): a burst of nudges launches at the broker's pace, and its
 status comments follow at GitHub's.
 
-A write that fails is retried with capped exponential backoff (a rate limit: when it resets); one the tracker
-refuses is given up after a few attempts, and one for an issue that no longer exists at once, each logged.
+A write that fails is retried with capped exponential backoff (a rate limit: when it resets), and parked
+after a number of attempts (fewer for one the tracker refuses), so that a poison wish does not come back
+forever: kept in the outbox, shown by ``GET /api/outbox`` and the ``agent_grid_outbox_parked_writes`` gauge,
+logged, until a newer wish of its row replaces it. One for an issue that no longer exists is dropped at once.
 """
 
 import asyncio
@@ -38,14 +40,17 @@ class OutboxSettings(BaseModel):
 
     ``concurrency`` writes are in flight at once (the tracker still sends GitHub's content writes one at a
     time, paced; reads such as finding the status comment run beside them). A failed write is retried after
-    ``retry_initial_s``, doubling up to ``retry_max_s``; a write the tracker refuses (a 4xx) is given up after
-    ``max_refused_attempts``. A claimed write not completed within ``claim_s`` (its coordinator died) is
-    written by another; ``poll_interval_s`` bounds how long a wish of another coordinator waits unseen.
+    ``retry_initial_s``, doubling up to ``retry_max_s``; it is parked after ``max_attempts`` (a GitHub outage
+    of some 2 hours with the defaults: rate limits do not count), or after ``max_refused_attempts`` when the
+    tracker refuses it (a 4xx). A write's claim lasts ``claim_s`` and is renewed every third of it while the
+    write is in flight; a claim whose writer died expires, and another writes the wish. ``poll_interval_s``
+    bounds how long a wish of another coordinator waits unseen.
     """
 
     concurrency: Annotated[int, Field(ge=1, le=64)] = 4
     retry_initial_s: Annotated[float, Field(gt=0)] = 2.0
     retry_max_s: Annotated[float, Field(gt=0)] = 300.0
+    max_attempts: Annotated[int, Field(ge=1)] = 30
     max_refused_attempts: Annotated[int, Field(ge=1)] = 5
     claim_s: Annotated[float, Field(gt=0)] = 120.0
     poll_interval_s: Annotated[float, Field(gt=0)] = 5.0
@@ -99,10 +104,32 @@ class OutboxWriter:
             limit=self.settings.concurrency,
         )
         if claimed:
-            async with asyncio.TaskGroup() as group:
-                for write in claimed:
-                    group.create_task(self._write(write))
+            renewing = asyncio.create_task(self._renew(claimed[0].claimed_by), name="outbox-claim-renewal")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for write in claimed:
+                        group.create_task(self._write(write))
+            finally:
+                renewing.cancel()
+                with suppress(asyncio.CancelledError):
+                    await renewing
         return len(claimed)
+
+    async def _renew(self, claimed_by: str) -> None:
+        """Keep the batch's claims while its writes are in flight (a slow GitHub, a long wait for the throttler).
+
+        An expired claim lets another writer write the same row at once, and an older wish could then land after
+        a newer one.
+        """
+        claim_s = self.settings.claim_s
+        while True:
+            await asyncio.sleep(claim_s / 3)
+            try:
+                held = await self.ledger.outbox.renew(claimed_by, until=self.clock() + timedelta(seconds=claim_s))
+            except Exception as error:  # the ledger is away: the claims may lapse, and the writes repeat (harmless)
+                _log.warning("tracker_write_claim_not_renewed", error=f"{type(error).__name__}: {error}")
+                continue
+            _log.debug("tracker_write_claim_renewed", held=held)
 
     async def _run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -139,19 +166,29 @@ class OutboxWriter:
         except IssueNotFound as error:
             _log.warning("tracker_write_dropped", issue=write.issue_key, key=write.key, error=str(error))
             await outbox.complete(write)
-        except RateLimited as error:
+        except RateLimited as error:  # GitHub's pace, not the wish's fault: never counted towards parking
             await self._retry(write, error, after_s=error.retry_after_s)
         except TrackerRefused as error:
-            if write.attempts + 1 >= self.settings.max_refused_attempts:
-                _log.error("tracker_write_abandoned", issue=write.issue_key, key=write.key, error=str(error))
-                await outbox.complete(write)
-            else:
-                await self._retry(write, error)
-        except Exception as error:  # an outage, or a fault of ours: the wish stays, retried with backoff
-            await self._retry(write, error)
+            await self._retry_or_park(write, error, max_attempts=self.settings.max_refused_attempts)
+        except Exception as error:  # an outage, or a fault of ours: retried with backoff, parked if it never ends
+            await self._retry_or_park(write, error, max_attempts=self.settings.max_attempts)
         else:
             _log.debug("tracker_written", issue=write.issue_key, key=write.key, attempts=write.attempts + 1)
             await outbox.complete(write)
+
+    async def _retry_or_park(self, write: ClaimedWrite, error: Exception, *, max_attempts: int) -> None:
+        if write.attempts + 1 < max_attempts:
+            await self._retry(write, error)
+            return
+        parked = await self.ledger.outbox.park(write, at=self.clock(), error=f"{type(error).__name__}: {error}")
+        if parked:
+            _log.error(
+                "tracker_write_parked",
+                issue=write.issue_key,
+                key=write.key,
+                attempts=write.attempts + 1,
+                error=f"{type(error).__name__}: {error}",
+            )
 
     async def _retry(self, write: ClaimedWrite, error: Exception, *, after_s: float | None = None) -> None:
         backoff = min(self.settings.retry_max_s, self.settings.retry_initial_s * 2**write.attempts)

@@ -1,4 +1,4 @@
-"""What an operator watches in the ledger: active runs by state, spend against the budgets, the pause switch.
+"""What an operator watches in the ledger: active runs, spend against the budgets, the pause switch, the outbox.
 
 Read by the coordinator's metrics when ``/metrics`` is scraped (``Ledger.stats``). Like a decision's read, it
 touches only the active runs (through their partial index) and the running totals, never the history.
@@ -10,7 +10,7 @@ from datetime import date
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from coordinator.ledger.schema import ACTIVE_STATES, repo_days, runs, settings_table, trees
+from coordinator.ledger.schema import ACTIVE_STATES, repo_days, runs, settings_table, tracker_writes, trees
 
 __all__ = ["LedgerStats", "OperatorView"]
 
@@ -24,13 +24,16 @@ class OperatorView:
 
     Active runs per state; finished runs' spend per repository today (what the daily cap is checked against);
     each tree with active runs, its spend so far (finished runs plus what active ones reported, what the tree
-    cap is checked against); and whether launches are paused.
+    cap is checked against); whether launches are paused; and the outbox's GitHub writes not yet written and
+    those parked (given up after too many failed attempts).
     """
 
     active_runs: dict[str, int]
     repo_spend_today_usd: dict[str, float]
     active_tree_spend_usd: dict[str, float]
     paused: bool
+    outbox_pending: int = 0
+    outbox_parked: int = 0
 
 
 class LedgerStats:
@@ -62,9 +65,19 @@ class LedgerStats:
                 )
             )
             paused = await connection.scalar(sa.select(settings_table.c.value).where(settings_table.c.name == "paused"))
+            parked_at = tracker_writes.c.parked_at
+            outbox = await connection.execute(
+                sa.select(
+                    sa.func.sum(sa.case((parked_at.is_(None), 1), else_=0)),
+                    sa.func.sum(sa.case((parked_at.is_(None), 0), else_=1)),
+                )
+            )
+            pending, parked = outbox.one()
             return OperatorView(
                 active_runs=active_runs,
                 repo_spend_today_usd={repo: float(cost) for repo, cost in spent_today},
                 active_tree_spend_usd={root: float(cost or 0.0) for root, cost in tree_spend},
                 paused=bool(paused),
+                outbox_pending=int(pending or 0),
+                outbox_parked=int(parked or 0),
             )

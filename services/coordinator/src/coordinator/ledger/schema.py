@@ -135,6 +135,9 @@ tracker_writes = sa.Table(
     sa.Column("claimed_until", sa.DateTime(timezone=True)),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("last_error", sa.Text),
+    # Set when the writer gave the wish up after too many failed attempts (a poison wish): never claimed again,
+    # shown by GET /api/outbox, until a newer wish of the row replaces it (migration 5).
+    sa.Column("parked_at", sa.DateTime(timezone=True)),
     sa.Index("tracker_writes_due", "due_at"),
 )
 
@@ -177,5 +180,20 @@ async def _run_log_urls(connection: AsyncConnection) -> None:
     await connection.run_sync(lambda sync: by_day.create(sync, checkfirst=True))
 
 
+async def _parked_tracker_writes(connection: AsyncConnection) -> None:
+    # As in migration 2: a ledger `_tracker_writes` created from today's definitions has the column already.
+    columns = await connection.run_sync(
+        lambda sync: {column["name"] for column in sa.inspect(sync).get_columns("tracker_writes")}
+    )
+    if "parked_at" not in columns:
+        await connection.execute(sa.text("ALTER TABLE tracker_writes ADD COLUMN parked_at TIMESTAMP WITH TIME ZONE"))
+
+
 # Append only: a migration, once released, never changes.
-MIGRATIONS: Sequence[Migration] = (_initial, _sub_issues_per_run, _tracker_writes, _run_log_urls)
+MIGRATIONS: Sequence[Migration] = (
+    _initial,
+    _sub_issues_per_run,
+    _tracker_writes,
+    _run_log_urls,
+    _parked_tracker_writes,
+)

@@ -37,8 +37,8 @@ def upsert(
 def enqueue_writes(connection: Connection, rows: Sequence[tuple[str, str, str]], now: datetime) -> None:
     """Add ``(issue_key, key, payload)`` wishes to the outbox; each replaces the unwritten wish of its row.
 
-    A replaced wish is due at once and starts its attempts afresh (its predecessor's failures say nothing of it);
-    a claim on the row stays, so that one row is never written by two writers at once.
+    A replaced wish is due at once and starts its attempts afresh (its predecessor's failures say nothing of it),
+    parked no longer; a claim on the row stays, so that one row is never written by two writers at once.
     """
     if not rows:
         return
@@ -90,5 +90,6 @@ def _enqueue_statement(dialect: str) -> Any:
             "due_at": statement.excluded.due_at,
             "attempts": 0,
             "last_error": None,
+            "parked_at": None,
         },
     )

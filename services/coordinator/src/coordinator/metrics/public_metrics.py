@@ -138,6 +138,16 @@ class LedgerGauges:
         self._paused = Gauge(
             "agent_grid_paused", "1 while every launch is paused (POST /api/pause).", registry=registry
         )
+        self._outbox_pending = Gauge(
+            "agent_grid_outbox_pending_writes",
+            "GitHub writes (status comments, assignees, labels, roll-ups) decided and not yet written.",
+            registry=registry,
+        )
+        self._outbox_parked = Gauge(
+            "agent_grid_outbox_parked_writes",
+            "GitHub writes given up after too many failed attempts (GET /api/outbox lists them); alert on > 0.",
+            registry=registry,
+        )
         self._up = Gauge(
             "agent_grid_ledger_up",
             "1 when the latest read of the ledger's gauges succeeded, else 0.",
@@ -162,6 +172,8 @@ class LedgerGauges:
                 _log.warning("ledger_gauges_unavailable", error=str(error) or type(error).__name__)
                 for gauge in (self._active, self._repo_spend, self._tree_spend):
                     gauge.clear()
+                for unknown in (self._outbox_pending, self._outbox_parked):
+                    unknown.set(float("nan"))  # no stale figures
                 self._up.set(0)
             else:
                 for state, count in view.active_runs.items():
@@ -174,5 +186,7 @@ class LedgerGauges:
                 for root, spent in view.active_tree_spend_usd.items():
                     self._tree_spend.labels(root).set(spent)
                 self._paused.set(1 if view.paused else 0)
+                self._outbox_pending.set(view.outbox_pending)
+                self._outbox_parked.set(view.outbox_parked)
                 self._up.set(1)
             self._read_at = time.monotonic()

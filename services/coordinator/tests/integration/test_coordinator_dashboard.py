@@ -4,6 +4,7 @@ A second ``Ledger`` on the same database writes the events, as another coordinat
 """
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -121,7 +122,9 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
             queues=QueueSettings(prefix="unit"),
             ledger_url=ledger_url,
             api=ApiSettings(token=SecretStr(TOKEN)),
-            dashboard=DashboardSettings(events_poll_interval_s=0.05, events_keepalive_s=0.5, events_backlog=50),
+            dashboard=DashboardSettings(
+                events_poll_interval_s=0.05, events_keepalive_s=0.5, events_backlog=50, max_event_streams=3
+            ),
         )
         github_settings = GitHubSettings(api_url=running.base_url, token=SecretStr(bot_token))
         async with open_github_tracker(github_settings) as tracker:
@@ -198,6 +201,28 @@ async def test_a_first_connection_follows_from_after_and_one_without_a_position_
             assert response.status_code == 200
             first = await next_named(aiter(messages(response)), "run", "resync")
         assert first.event == "resync"
+
+
+async def test_open_event_streams_are_capped_and_a_closed_one_frees_its_place(served: Served) -> None:
+    async with contextlib.AsyncExitStack() as streams:
+        readers = []  # kept: a reader dropped closes its response, and the server counts the stream closed
+        for _ in range(3):
+            response = await streams.enter_async_context(
+                served.client.stream("GET", "/api/events", headers=served.bearer)
+            )
+            readers.append(aiter(messages(response)))
+            await next_named(readers[-1], "control")
+        refused = await served.client.get("/api/events", headers=served.bearer)
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "5"
+    assert "MAX_EVENT_STREAMS" in refused.json()["detail"]
+
+    async with asyncio.timeout(10):  # the server notices the closed streams
+        while True:
+            async with served.client.stream("GET", "/api/events", headers=served.bearer) as response:
+                if response.status_code == 200:
+                    break
+            await asyncio.sleep(0.05)
 
 
 async def test_a_client_too_far_behind_starts_over_from_the_latest(served: Served) -> None:

@@ -9,7 +9,7 @@ nothing reloads. Signing in with the API token sets the session cookie that ``/a
 
 import asyncio
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.resources import files
@@ -70,6 +70,8 @@ class DashboardSettings(BaseModel):
     events_gap_wait_s: Annotated[float, Field(ge=0)] = 10.0
     log_tail_bytes: Annotated[int, Field(ge=1)] = 65_536
     runs_shown: Annotated[int, Field(ge=1, le=1000)] = 100
+    # Each open stream polls the ledger (SQLite: its one connection): beyond this many, new ones wait (503).
+    max_event_streams: Annotated[int, Field(ge=1)] = 32
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,8 @@ class _Dashboard:
             backlog=settings.events_backlog,
             gap_wait_s=settings.events_gap_wait_s,
         )
+        self._max_streams = settings.max_event_streams
+        self._open_streams = 0
 
     def authorised(self, request: Request) -> None:
         self._auth.check(request)
@@ -163,13 +167,27 @@ class _Dashboard:
         last_event_id: Annotated[str | None, Header(description="sent by a reconnecting EventSource")] = None,
     ) -> StreamingResponse:
         """The ledger's run events as Server-Sent Events (``run``, ``control``, ``resync``), resumable."""
+        if self._open_streams >= self._max_streams:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"{self._open_streams} event streams are open (COORDINATOR_DASHBOARD__MAX_EVENT_STREAMS)",
+                headers={"Retry-After": "5"},
+            )
         start = parse_position(last_event_id, after)
         return StreamingResponse(
-            event_stream(self._ledger, start, self._stream, self._stopping),
+            self._counted(event_stream(self._ledger, start, self._stream, self._stopping)),
             media_type="text/event-stream",
             # X-Accel-Buffering: a buffering reverse proxy (nginx) would hold the events back.
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+
+    async def _counted(self, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+        self._open_streams += 1
+        try:
+            async for chunk in stream:
+                yield chunk
+        finally:
+            self._open_streams -= 1
 
     async def static(self, name: str) -> Response:
         asset = self._assets.get(name)

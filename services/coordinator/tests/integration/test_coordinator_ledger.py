@@ -3,16 +3,21 @@
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
 import pytest
 import sqlalchemy as sa
-from agent_grid_contracts.public_issues import Actor, AuthorAssociation
+from agent_grid_contracts.public_issues import Actor, AuthorAssociation, IssueRef
 from agent_grid_contracts.public_lifecycle import ExitReason
-from coordinator.decisions.public_facts import LedgerFacts
+from agent_grid_contracts.public_nudges import NudgeReason
+from coordinator.decisions.public_decide import decide_launch
+from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
+from coordinator.decisions.public_policy import Caps, Policy
+from coordinator.decisions.public_verdicts import Launch, Verdict, Wait, WaitReason
 from coordinator.ledger.public_ledger import (
     ActiveRun,
     Changes,
@@ -555,3 +560,146 @@ async def test_a_ledger_from_before_parked_writes_is_migrated(ledger_url: str) -
         [write] = await migrated.outbox.claim(claimer="a", now=NOW, until=NOW + timedelta(minutes=2), limit=10)
         assert await migrated.outbox.park(write, at=NOW, error="boom")
         assert (await migrated.outbox.backlog()).parked == 1
+
+
+BUDGET_CAPS = Caps(
+    max_active_runs=10,
+    max_active_runs_per_repo=10,
+    max_active_runs_per_tree=10,
+    max_cost_usd_per_run=5.0,
+    max_cost_usd_per_tree=8.0,
+    max_tokens_per_run=1_000,
+    max_tokens_per_tree=1_500,
+)
+BUDGET_LIMITS = LaunchLimits(
+    max_active_runs=10,
+    max_active_runs_per_repo=10,
+    max_active_runs_per_tree=10,
+    max_active_runs_of_kind=None,
+    max_runs_per_issue=5,
+    max_runs_per_tree=40,
+    max_cost_usd_per_tree=8.0,
+    max_tokens_per_tree=1_500,
+)
+
+
+def budget_scope(issue: int) -> FactsScope:
+    return FactsScope(
+        issue_key=f"github:octo/widgets#{issue}",
+        repo="octo/widgets",
+        root_key=ROOT,
+        agent_kind="claude_code",
+        today=NOW.date(),
+    )
+
+
+def launching(issue: int) -> Callable[[LedgerFacts], tuple[Verdict, Changes]]:
+    """The real decision for a trusted nudge of ``issue`` (in the tree rooted at #1), as the coordinator plans it."""
+    facts = IssueFacts(
+        ref=IssueRef(repo="octo/widgets", number=issue),
+        open=True,
+        labels=frozenset({"agent-grid"}),
+        assignees=(),
+        root=IssueRef(repo="octo/widgets", number=1),
+        root_labels=frozenset(),
+    )
+    trigger = Trigger(NudgeReason.ISSUE_LABELED, Actor(login="alice", association=AuthorAssociation.MEMBER))
+
+    def plan(seen: LedgerFacts) -> tuple[Verdict, Changes]:
+        verdict = decide_launch(facts, seen, trigger, Policy(caps=BUDGET_CAPS), NOW)
+        if not isinstance(verdict, Launch):
+            return verdict, Changes()
+        run = replace(
+            new_run(f"run-{issue}-{uuid.uuid4().hex[:6]}", issue=issue),
+            max_cost_usd=verdict.max_cost_usd,
+            max_tokens=verdict.max_tokens,
+        )
+        return verdict, Changes(run=run)
+
+    return plan
+
+
+async def test_concurrent_decisions_in_one_tree_never_allot_more_than_its_budget(ledger: Ledger) -> None:
+    # Six issues of one tree decided at once: 5 USD a run, 8 USD for the tree.
+    decided = await asyncio.gather(
+        *(ledger.decide(budget_scope(n), launching(n), now=NOW, limits=BUDGET_LIMITS) for n in range(2, 8))
+    )
+    started = [d.run for d in decided if d.started is STARTED and d.run is not None]
+    assert started
+    assert sum(run.max_cost_usd or 0 for run in started) <= 8.0
+    assert sum(run.max_tokens or 0 for run in started) <= 1_500
+    for other in decided:
+        if other.started is not STARTED:  # saw the budget allotted (waits), or lost the race to it (PostgreSQL)
+            assert other.started is StartOutcome.AT_CAP or (
+                isinstance(other.verdict, Wait) and other.verdict.reason is WaitReason.TREE_BUDGET_ALLOTTED
+            ), other
+    allotted = await facts(ledger, issue=2)
+    assert allotted.tree_reserved_usd == pytest.approx(sum(run.max_cost_usd or 0 for run in started))
+    assert allotted.tree_reserved_tokens == sum(run.max_tokens or 0 for run in started)
+
+    # Topped up to the budget one decision at a time; then the tree waits for a run to end.
+    for number in range(20, 30):
+        next_one = await ledger.decide(budget_scope(number), launching(number), now=NOW, limits=BUDGET_LIMITS)
+        if not isinstance(next_one.verdict, Launch):
+            break
+        assert next_one.run is not None
+        started.append(next_one.run)
+    assert isinstance(next_one.verdict, Wait)
+    assert next_one.verdict.reason is WaitReason.TREE_BUDGET_ALLOTTED
+    full = await facts(ledger, issue=2)
+    assert full.tree_reserved_usd == pytest.approx(8.0)
+    assert full.tree_reserved_tokens == 1_500
+
+    # A run that ends having spent 1 of its 5 USD gives the rest back to the tree.
+    first = next(run for run in started if run.max_cost_usd == 5.0)  # the first launched got a whole run's cap
+    await ledger.mark_started(first.run_id, worker_id="w1", at=NOW)
+    await ledger.heartbeat(first.run_id, worker_id="w1", at=NOW, cost_usd=0.5, tokens=100)
+    during = await facts(ledger, issue=2)
+    assert during.tree_reserved_usd == pytest.approx(7.5)
+    assert during.tree_cost_usd == pytest.approx(0.5)
+    assert (during.tree_reserved_tokens, during.tree_tokens) == (1_400, 100)
+    await ledger.finish(first.run_id, reason=ExitReason.SUCCESS, at=NOW, cost_usd=1.0, tokens=200, worker_id="w1")
+    after = await ledger.decide(budget_scope(10), launching(10), now=NOW, limits=BUDGET_LIMITS)
+    assert isinstance(after.verdict, Launch)
+    assert after.started is STARTED
+    # 8 USD, less the 1 spent and the 3 still allotted; 1,500 tokens, less 200 spent and 500 allotted.
+    assert after.verdict.max_cost_usd == pytest.approx(4.0)
+    assert after.verdict.max_tokens == 800
+
+
+async def test_a_launch_allotted_more_than_is_left_of_its_tree_is_refused_under_the_launch_lock(ledger: Ledger) -> None:
+    # What a decision saw may be stale by the time it launches (PostgreSQL: decisions read without the lock).
+    first = replace(new_run("run-a", issue=2), max_cost_usd=5.0, max_tokens=100)
+    assert await ledger.start_run(first, now=NOW, limits=BUDGET_LIMITS) is STARTED
+    stale = replace(new_run("run-b", issue=3), max_cost_usd=5.0, max_tokens=100)
+    assert await ledger.start_run(stale, now=NOW, limits=BUDGET_LIMITS) is StartOutcome.AT_CAP
+    tokens = replace(new_run("run-c", issue=4), max_cost_usd=1.0, max_tokens=1_401)
+    assert await ledger.start_run(tokens, now=NOW, limits=BUDGET_LIMITS) is StartOutcome.AT_CAP
+    fits = replace(new_run("run-d", issue=5), max_cost_usd=3.0, max_tokens=1_400)
+    assert await ledger.start_run(fits, now=NOW, limits=BUDGET_LIMITS) is STARTED
+    record = await ledger.run_record("run-d")
+    assert record is not None
+    assert (record.max_cost_usd, record.max_tokens) == (3.0, 1_400)
+
+
+async def test_a_ledger_from_before_allotments_is_migrated_and_its_runs_hold_nothing_back(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        assert await first.start_run(new_run("old", issue=2), now=NOW) is STARTED
+    # Back to schema version 5: runs keep no allotment.
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ALTER TABLE runs DROP COLUMN max_cost_usd"))
+            await connection.execute(sa.text("ALTER TABLE runs DROP COLUMN max_tokens"))
+            await connection.execute(sa.text("DELETE FROM schema_versions WHERE version > 5"))
+    finally:
+        await engine.dispose()
+
+    async with open_ledger(ledger_url) as migrated:
+        allotted = replace(new_run("new", issue=3), max_cost_usd=2.5, max_tokens=300)
+        assert await migrated.start_run(allotted, now=NOW, limits=BUDGET_LIMITS) is STARTED
+        seen = await facts(migrated, issue=4)
+        old = await migrated.run_record("old")
+    assert (seen.tree_reserved_usd, seen.tree_reserved_tokens) == (2.5, 300)  # the old run's allotment is unknown
+    assert old is not None
+    assert (old.max_cost_usd, old.max_tokens) == (None, None)

@@ -1,6 +1,6 @@
 """The launch decision, without I/O: examples for each rule, and properties over arbitrary facts."""
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -245,6 +245,33 @@ def test_a_run_never_gets_more_than_what_is_left_of_its_tree() -> None:
     assert verdict.max_tokens == 500_000
 
 
+def test_what_the_trees_active_runs_were_allotted_is_not_left_for_another_run() -> None:
+    # 18 spent, and a run in flight allotted 5 more than it has spent so far: 2 are left.
+    busy = LedgerFacts(active_in_tree=1, tree_cost_usd=18.0, tree_reserved_usd=5.0, tree_reserved_tokens=2_000_000)
+    verdict = decide(ledger=busy)
+    assert isinstance(verdict, Launch)
+    assert verdict.max_cost_usd == pytest.approx(2.0)
+    assert verdict.max_tokens == 2_000_000  # 18,000,000 of 20,000,000 tokens are still free
+    tokens = decide(ledger=replace(busy, tree_cost_usd=0.0, tree_tokens=17_000_000))
+    assert isinstance(tokens, Launch)
+    assert (tokens.max_cost_usd, tokens.max_tokens) == (5.0, 1_000_000)
+
+
+@pytest.mark.parametrize(
+    "ledger",
+    [
+        LedgerFacts(active_in_tree=1, tree_cost_usd=20.0, tree_reserved_usd=5.0),
+        LedgerFacts(active_in_tree=1, tree_cost_usd=12.0, tree_reserved_usd=13.5),
+        LedgerFacts(active_in_tree=1, tree_tokens=10_000_000, tree_reserved_tokens=10_000_000),
+    ],
+)
+def test_a_tree_whose_active_runs_hold_the_rest_of_its_budget_waits_for_one_to_end(ledger: LedgerFacts) -> None:
+    verdict = decide(ledger=ledger)
+    assert isinstance(verdict, Wait)  # not refused: what the runs do not spend is left when they end
+    assert verdict.reason is WaitReason.TREE_BUDGET_ALLOTTED
+    assert "allotted" in verdict.detail
+
+
 # --- properties over arbitrary facts ----------------------------------------------------------------------
 # Arbitrary facts rarely add up to a launch, where the rules bite; so each example starts from a launchable
 # baseline and replaces a few fields (up to four, any of them) with arbitrary values.
@@ -273,6 +300,8 @@ LEDGER_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "consecutive_failures": st.integers(0, 4),
     "tree_cost_usd": st.floats(0, 30),
     "tree_tokens": st.integers(0, 25_000_000),
+    "tree_reserved_usd": st.floats(0, 30),
+    "tree_reserved_tokens": st.integers(0, 25_000_000),
     "repo_cost_today_usd": st.floats(0, 60),
     "last_manage_started_at": st.one_of(st.none(), st.just(NOW - timedelta(seconds=60))),
     "tree_authorised_by": st.one_of(st.none(), st.just("alice")),
@@ -342,6 +371,9 @@ def test_a_launch_never_breaks_a_rule_or_a_cap(facts: tuple[IssueFacts, LedgerFa
     assert issue.tree_size <= caps.max_tree_size
     assert 0 < verdict.max_cost_usd <= caps.max_cost_usd_per_run
     assert 0 < verdict.max_tokens <= caps.max_tokens_per_run
+    # Never more than what is left of the tree once its active runs' allotments are set aside.
+    assert verdict.max_cost_usd <= caps.max_cost_usd_per_tree - ledger.tree_cost_usd - ledger.tree_reserved_usd
+    assert verdict.max_tokens <= caps.max_tokens_per_tree - ledger.tree_tokens - ledger.tree_reserved_tokens
     assert (verdict.mode is RunMode.MANAGE) == bool(issue.children)
     # Trust: a trusted person said so, or the tree already carries a trusted person's word.
     actor = trigger.actor
@@ -377,6 +409,84 @@ def test_every_cap_admits_what_is_below_it_and_stops_what_reaches_it(field: str,
         assert isinstance(verdict, Launch), (field, value, verdict)
     else:
         assert isinstance(verdict, stop), (field, value, verdict)
+
+
+@dataclass
+class Allotted:
+    """A run in flight in the simulated tree: what it was allotted and what it has reported spending."""
+
+    cost_usd: float
+    tokens: int
+    spent_usd: float = 0.0
+    spent_tokens: int = 0
+
+
+TREE_CAPS = Caps(
+    max_active_runs=10,
+    max_active_runs_per_repo=10,
+    max_active_runs_per_tree=3,
+    max_runs_per_issue=100,
+    max_runs_per_tree=100,
+    max_cost_usd_per_run=5.0,
+    max_tokens_per_run=1_000,
+    max_cost_usd_per_tree=12.0,
+    max_tokens_per_tree=2_500,
+)
+
+
+@settings(max_examples=500)
+@given(
+    steps=st.lists(
+        st.tuples(st.sampled_from(["launch", "spend", "end"]), st.floats(0, 1), st.integers(0, 5)), max_size=40
+    )
+)
+def test_runs_in_flight_together_never_take_their_tree_past_its_budget(steps: list[tuple[str, float, int]]) -> None:
+    """Launches, usage reports and exits interleaved in one tree, each launch decided on the facts of the moment.
+
+    Every run may spend all it was allotted; what the tree has spent and what its runs in flight may still spend
+    never exceed its caps, and a tree whose budget is held by its runs in flight waits rather than refusing.
+    """
+    policy = Policy(caps=TREE_CAPS)
+    active: dict[int, Allotted] = {}
+    spent_usd, spent_tokens, issues = 0.0, 0, iter(range(2, 1000))
+    for action, fraction, pick in steps:
+        facts = LedgerFacts(
+            active_total=len(active),
+            active_in_repo=len(active),
+            active_in_tree=len(active),
+            tree_cost_usd=spent_usd + sum(run.spent_usd for run in active.values()),
+            tree_tokens=spent_tokens + sum(run.spent_tokens for run in active.values()),
+            tree_reserved_usd=sum(max(run.cost_usd - run.spent_usd, 0.0) for run in active.values()),
+            tree_reserved_tokens=sum(max(run.tokens - run.spent_tokens, 0) for run in active.values()),
+            tree_authorised_by="alice",
+        )
+        chosen = sorted(active)[pick % len(active)] if active else None
+        if action == "launch":
+            number = next(issues)
+            issue = replace(OPTED_IN, ref=IssueRef(repo="octo/widgets", number=number), root=ROOT)
+            verdict = decide_launch(issue, facts, BY_ALICE, policy, NOW)
+            if isinstance(verdict, Launch):
+                active[number] = Allotted(verdict.max_cost_usd, verdict.max_tokens)
+            elif isinstance(verdict, Wait):
+                assert verdict.reason in (WaitReason.CONCURRENCY, WaitReason.TREE_BUDGET_ALLOTTED), verdict
+                assert active, "a tree with no run in flight has nothing to wait for"
+            else:
+                assert isinstance(verdict, Refuse), verdict
+                assert facts.tree_cost_usd >= TREE_CAPS.max_cost_usd_per_tree or (
+                    facts.tree_tokens >= TREE_CAPS.max_tokens_per_tree
+                ), "refused only when the tree has really spent its budget"
+        elif action == "spend" and chosen is not None:
+            run = active[chosen]  # usage only grows, up to the run's own limit (the grid stops it there)
+            run.spent_usd = max(run.spent_usd, run.cost_usd * fraction)
+            run.spent_tokens = max(run.spent_tokens, int(run.tokens * fraction))
+        elif action == "end" and chosen is not None:
+            run = active.pop(chosen)
+            spent_usd += run.spent_usd
+            spent_tokens += run.spent_tokens
+        committed_usd = spent_usd + sum(max(run.cost_usd, run.spent_usd) for run in active.values())
+        committed_tokens = spent_tokens + sum(max(run.tokens, run.spent_tokens) for run in active.values())
+        assert committed_usd <= TREE_CAPS.max_cost_usd_per_tree + 1e-9
+        assert committed_tokens <= TREE_CAPS.max_tokens_per_tree
 
 
 @given(facts=near_launch())

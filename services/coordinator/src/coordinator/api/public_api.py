@@ -56,6 +56,9 @@ class RunOut(BaseModel):
     tokens: int
     sub_issues_created: int
     log_url: str | None = None
+    # What the run was allotted of its tree's budget (its launch's limits); None for runs from before they were kept.
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 class RunDetail(RunOut):

@@ -2,8 +2,9 @@
 
 The checks run in a fixed order, cheapest and most final first: a closed, unclaimed, untrusted or
 human-owned issue is ignored before any budget is looked at; a run in flight, a blocker or an earlier
-sibling postpones; a cap refuses (and, for the caps that only a human can lift, escalates); concurrency
-and the repository's daily budget postpone. Only then a launch, in the mode the tree shape calls for.
+sibling postpones; a cap refuses (and, for the caps that only a human can lift, escalates); concurrency,
+a tree budget held by the tree's runs in flight and the repository's daily budget postpone. Only then a
+launch, in the mode the tree shape calls for, allotted at most what is left of its tree's budget.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,9 @@ from coordinator.decisions.public_policy import Policy
 from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdict, Wait, WaitReason
 
 __all__ = ["authoriser", "decide_launch", "run_mode"]
+
+# Less than this is nothing left of a tree's cost budget: float noise (25 - 23.3 - 1.7 is not 0), not a run's worth.
+_NOTHING_LEFT_USD = 1e-6
 
 
 def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, policy: Policy, now: datetime) -> Verdict:
@@ -38,14 +42,25 @@ def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, poli
     if postponement is not None:
         return postponement
     caps = policy.caps
+    left_usd, left_tokens = _tree_left(ledger, policy)
     return Launch(
         mode=mode,
         agent_kind=policy.agent_kind,
         authorised_by=authorised_by,
-        # A run may spend its own cap, and never more than what is left of its tree's.
-        max_cost_usd=min(caps.max_cost_usd_per_run, caps.max_cost_usd_per_tree - ledger.tree_cost_usd),
-        max_tokens=min(caps.max_tokens_per_run, caps.max_tokens_per_tree - ledger.tree_tokens),
+        # A run may spend its own cap, and never more than what is left of its tree's once what the tree's runs in
+        # flight were allotted is set aside: concurrent runs together stay within the tree's budget.
+        max_cost_usd=min(caps.max_cost_usd_per_run, left_usd),
+        max_tokens=min(caps.max_tokens_per_run, left_tokens),
         resets_failures=hands_back and ledger.consecutive_failures > 0,
+    )
+
+
+def _tree_left(ledger: LedgerFacts, policy: Policy) -> tuple[float, int]:
+    """What is left of the tree's cost and token budgets: not spent, and not allotted to a run in flight."""
+    caps = policy.caps
+    return (
+        caps.max_cost_usd_per_tree - ledger.tree_cost_usd - ledger.tree_reserved_usd,
+        caps.max_tokens_per_tree - ledger.tree_tokens - ledger.tree_reserved_tokens,
     )
 
 
@@ -176,6 +191,17 @@ def _capacity_wait(issue: IssueFacts, ledger: LedgerFacts, policy: Policy, now: 
     for where, active, cap in slots:
         if active >= cap:
             return Wait(WaitReason.CONCURRENCY, f"{active} runs active {where} (cap {cap})")
+    held = ledger.tree_reserved_usd > 0 or ledger.tree_reserved_tokens > 0
+    left_usd, left_tokens = _tree_left(ledger, policy)
+    if held and (left_usd < _NOTHING_LEFT_USD or left_tokens <= 0):
+        # Not refused: what the runs in flight do not spend is left again when they end (re-decided then).
+        detail = (
+            f"what is left of this tree's budget is allotted to its runs in flight "
+            f"({ledger.tree_reserved_usd:.2f} USD and {ledger.tree_reserved_tokens} tokens not spent yet; "
+            f"{ledger.tree_cost_usd:.2f} USD and {ledger.tree_tokens} tokens spent, "
+            f"caps {caps.max_cost_usd_per_tree:.2f} USD and {caps.max_tokens_per_tree} tokens)"
+        )
+        return Wait(WaitReason.TREE_BUDGET_ALLOTTED, detail)
     if ledger.repo_cost_today_usd >= caps.max_cost_usd_per_repo_per_day:
         tomorrow = (now.astimezone(UTC) + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         detail = f"{ledger.repo_cost_today_usd:.2f} USD spent today in {issue.ref.repo}"

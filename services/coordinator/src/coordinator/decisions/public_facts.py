@@ -69,8 +69,13 @@ class LedgerFacts:
     runs_on_issue: int = 0
     runs_in_tree: int = 0
     consecutive_failures: int = 0
+    # What the tree has spent: its finished runs, and what its active runs have reported so far.
     tree_cost_usd: float = 0.0
     tree_tokens: int = 0
+    # What the tree's active runs were allotted and have not reported spending yet (each run's limit less its
+    # spend so far, never below zero): they may still spend it, so it is not left for another run.
+    tree_reserved_usd: float = 0.0
+    tree_reserved_tokens: int = 0
     repo_cost_today_usd: float = 0.0
     last_manage_started_at: datetime | None = None
     # The trusted human whose nudge first launched a run in this tree: agent-made sub-issues run on their word.

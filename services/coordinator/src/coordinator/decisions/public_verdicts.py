@@ -33,6 +33,8 @@ class WaitReason(StrEnum):
     EARLIER_SIBLING_OPEN = "earlier_sibling_open"
     RESUMED_RECENTLY = "resumed_recently"
     CONCURRENCY = "concurrency"
+    # What is left of the tree's cost or token budget is allotted to its runs in flight.
+    TREE_BUDGET_ALLOTTED = "tree_budget_allotted"
     REPO_DAILY_BUDGET = "repo_daily_budget"
 
 

@@ -66,8 +66,10 @@ _log = structlog.get_logger(__name__)
 _MAX_SQS_DELAY_S = 900
 # Waiting issues re-decided when a run ends: a few, so that a burst of waiters does not become a burst of nudges.
 _RELEASED_PER_EXIT = 3
-# Waits that end when something else happens (a run ends, a slot frees): re-decide the issue then.
-_REMEMBERED = frozenset({WaitReason.RUN_IN_FLIGHT, WaitReason.CONCURRENCY, WaitReason.PAUSED})
+# Waits that end when something else happens (a run ends, a slot or its tree's budget frees): re-decide the issue then.
+_REMEMBERED = frozenset(
+    {WaitReason.RUN_IN_FLIGHT, WaitReason.CONCURRENCY, WaitReason.TREE_BUDGET_ALLOTTED, WaitReason.PAUSED}
+)
 # The reasons a CancelRun carries (the worker logs them).
 _TREE_KILLED = "tree killed by the kill switch"
 _ISSUE_KILLED = "the issue carries the kill label"
@@ -337,6 +339,8 @@ class Coordinator:
                     agent_kind=verdict.agent_kind,
                     authorised_by=verdict.authorised_by,
                     trigger_message_id=str(envelope.message_id),
+                    max_cost_usd=verdict.max_cost_usd,
+                    max_tokens=verdict.max_tokens,
                 )
                 record = replace(
                     standing,
@@ -433,6 +437,8 @@ class Coordinator:
             max_active_runs_of_kind=caps.max_active_runs_per_agent_kind.get(self.policy.agent_kind),
             max_runs_per_issue=caps.max_runs_per_issue,
             max_runs_per_tree=caps.max_runs_per_tree,
+            max_cost_usd_per_tree=caps.max_cost_usd_per_tree,
+            max_tokens_per_tree=caps.max_tokens_per_tree,
         )
 
     async def _end_run(

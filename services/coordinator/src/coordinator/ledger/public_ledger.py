@@ -80,7 +80,10 @@ _FAILURES = frozenset(
 
 @dataclass(frozen=True)
 class NewRun:
-    """A run about to be launched."""
+    """A run about to be launched, with what it is allotted of its tree's budget (its launch's limits).
+
+    While the run is active, what it has not spent of its allotment is not left for another run of its tree.
+    """
 
     run_id: str
     issue_key: str
@@ -91,6 +94,8 @@ class NewRun:
     authorised_by: str
     trigger_message_id: str | None
     attempt: int = 1
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class RunRecord:
     sub_issues_created: int = 0
     log_url: str | None = None
     """Where the grid worker that ran it serves its log (from its ``AgentStarted``); None before it started."""
+    max_cost_usd: float | None = None
+    """What it was allotted (its launch's limits); None for a run launched before the ledger kept them."""
+    max_tokens: int | None = None
 
     @property
     def active(self) -> bool:
@@ -171,7 +179,11 @@ class ActiveRun:
 
 @dataclass(frozen=True)
 class LaunchLimits:
-    """The caps re-checked inside the launch transaction, where no concurrent launch can slip past them."""
+    """The caps re-checked inside the launch transaction, where no concurrent launch can slip past them.
+
+    With the tree's budgets, a run's allotment (:attr:`NewRun.max_cost_usd`, ``max_tokens``) must fit in what is
+    left of them: not spent, and not allotted to the tree's other runs in flight.
+    """
 
     max_active_runs: int
     max_active_runs_per_repo: int
@@ -179,6 +191,8 @@ class LaunchLimits:
     max_active_runs_of_kind: int | None
     max_runs_per_issue: int
     max_runs_per_tree: int
+    max_cost_usd_per_tree: float | None = None
+    max_tokens_per_tree: int | None = None
 
 
 class _AtCap(Exception):
@@ -832,7 +846,10 @@ async def migrate(engine: AsyncEngine) -> int:
 
 @dataclass(frozen=True)
 class _ActiveCounts:
-    """Active runs: in all, in a repository, in a tree, of an agent kind; the issue's own; the tree's spend."""
+    """Active runs: in all, in a repository, in a tree, of an agent kind; the issue's own; the tree's spend.
+
+    ``tree_reserved_*``: what the tree's active runs were allotted and have not spent yet.
+    """
 
     total: int
     in_repo: int
@@ -841,6 +858,8 @@ class _ActiveCounts:
     run_on_issue: str | None
     tree_cost_usd: float
     tree_tokens: int
+    tree_reserved_usd: float
+    tree_reserved_tokens: int
 
 
 def _active_counts(
@@ -848,7 +867,7 @@ def _active_counts(
 ) -> _ActiveCounts:
     params = {"issue_key": issue_key, "repo": repo, "root_key": root_key, "agent_kind": agent_kind}
     row = connection.execute(_ACTIVE_COUNTS, params).one()
-    total, in_repo, in_tree, of_kind, on_issue, cost, tokens = row
+    total, in_repo, in_tree, of_kind, on_issue, cost, tokens, reserved_usd, reserved_tokens = row
     return _ActiveCounts(
         total=total,
         in_repo=int(in_repo or 0),
@@ -857,6 +876,8 @@ def _active_counts(
         run_on_issue=on_issue,
         tree_cost_usd=float(cost or 0.0),
         tree_tokens=int(tokens or 0),
+        tree_reserved_usd=float(reserved_usd or 0.0),
+        tree_reserved_tokens=int(reserved_tokens or 0),
     )
 
 
@@ -888,6 +909,25 @@ _ACTIVE_COUNTS = sa.select(
     sa.func.max(sa.case((runs.c.issue_key == _p("issue_key"), runs.c.run_id), else_=None)),
     sa.func.sum(sa.case((runs.c.root_key == _p("root_key"), runs.c.cost_usd), else_=0.0)),
     sa.func.sum(sa.case((runs.c.root_key == _p("root_key"), runs.c.tokens), else_=0)),
+    # The unspent part of each allotment (none for a run without one: launched before the ledger kept them).
+    sa.func.sum(
+        sa.case(
+            (
+                sa.and_(runs.c.root_key == _p("root_key"), runs.c.max_cost_usd > runs.c.cost_usd),
+                runs.c.max_cost_usd - runs.c.cost_usd,
+            ),
+            else_=0.0,
+        )
+    ),
+    sa.func.sum(
+        sa.case(
+            (
+                sa.and_(runs.c.root_key == _p("root_key"), runs.c.max_tokens > runs.c.tokens),
+                runs.c.max_tokens - runs.c.tokens,
+            ),
+            else_=0,
+        )
+    ),
 ).where(_ACTIVE)
 
 
@@ -919,6 +959,8 @@ def _read_facts(connection: Connection, scope: FactsScope) -> LedgerFacts:
         # Finished runs' totals plus what the active ones have reported so far.
         tree_cost_usd=float(tree_cost or 0.0) + active.tree_cost_usd,
         tree_tokens=int(tree_tokens or 0) + active.tree_tokens,
+        tree_reserved_usd=active.tree_reserved_usd,
+        tree_reserved_tokens=active.tree_reserved_tokens,
         repo_cost_today_usd=float(today or 0.0),
         last_manage_started_at=_aware(managed_at),
         tree_authorised_by=authorised_by,
@@ -1013,6 +1055,8 @@ def _record_run(connection: Connection, run: NewRun, *, now: datetime, reset_fai
             "cost_usd": 0.0,
             "tokens": 0,
             "sub_issues_created": 0,
+            "max_cost_usd": run.max_cost_usd,
+            "max_tokens": run.max_tokens,
         },
     )
     issue_values: dict[str, Any] = {"last_manage_started_at": now} if run.mode == "manage" else {}
@@ -1081,7 +1125,10 @@ def _over_a_cap(connection: Connection, run: NewRun, limits: LaunchLimits) -> bo
         connection, issue_key=run.issue_key, repo=run.repo, root_key=run.root_key, agent_kind=run.agent_kind
     )
     on_issue = connection.scalar(sa.select(issues.c.runs).where(issues.c.issue_key == run.issue_key))
-    in_tree_total = connection.scalar(sa.select(trees.c.runs).where(trees.c.root_key == run.root_key))
+    tree = connection.execute(
+        sa.select(trees.c.runs, trees.c.cost_usd, trees.c.tokens).where(trees.c.root_key == run.root_key)
+    ).first()
+    in_tree_total, finished_usd, finished_tokens = tree if tree is not None else (0, 0.0, 0)
     kind_cap = limits.max_active_runs_of_kind
     return (
         active.total >= limits.max_active_runs
@@ -1090,7 +1137,32 @@ def _over_a_cap(connection: Connection, run: NewRun, limits: LaunchLimits) -> bo
         or (kind_cap is not None and active.of_kind >= kind_cap)
         or int(on_issue or 0) >= limits.max_runs_per_issue
         or int(in_tree_total or 0) >= limits.max_runs_per_tree
+        or _over_the_tree_budget(
+            run.max_cost_usd,
+            limits.max_cost_usd_per_tree,
+            float(finished_usd or 0.0) + active.tree_cost_usd + active.tree_reserved_usd,
+            tolerance=_COST_TOLERANCE_USD,
+        )
+        or _over_the_tree_budget(
+            run.max_tokens,
+            limits.max_tokens_per_tree,
+            int(finished_tokens or 0) + active.tree_tokens + active.tree_reserved_tokens,
+        )
     )
+
+
+# The decision computes an allotment as the cap less the spent and allotted figures; summed again here, in another
+# order, they may differ in the last bits of a float.
+_COST_TOLERANCE_USD = 1e-6
+
+
+def _over_the_tree_budget(
+    allotment: float | None, cap: float | None, committed: float, *, tolerance: float = 0
+) -> bool:
+    """Whether a run allotted ``allotment`` takes its tree past ``cap``, ``committed`` (spent or allotted) already."""
+    if allotment is None or cap is None:
+        return False
+    return committed + allotment > cap + tolerance
 
 
 def _event(connection: Connection, run_id: str, at: datetime, kind: str, detail: str) -> None:
@@ -1126,4 +1198,6 @@ def _record(row: Any) -> RunRecord:
         tokens=row.tokens,
         sub_issues_created=row.sub_issues_created,
         log_url=row.log_url,
+        max_cost_usd=row.max_cost_usd,
+        max_tokens=row.max_tokens,
     )

@@ -40,6 +40,10 @@ runs = sa.Table(
     sa.Column("sub_issues_created", sa.Integer, nullable=False, default=0, server_default="0"),
     # Where the grid worker serves the run's log (its AgentStarted's log_url), for the API's log proxy (migration 4).
     sa.Column("log_url", sa.Text),
+    # What the run was allotted of its tree's budget (its launch's limits): while it is active, what it has not
+    # spent of them is not left for another run of the tree (migration 6; None for runs launched before).
+    sa.Column("max_cost_usd", sa.Float),
+    sa.Column("max_tokens", sa.BigInteger),
     # The lease: at most one active run per issue, enforced by the database for every coordinator.
     sa.Index(
         "runs_one_active_per_issue",
@@ -189,6 +193,17 @@ async def _parked_tracker_writes(connection: AsyncConnection) -> None:
         await connection.execute(sa.text("ALTER TABLE tracker_writes ADD COLUMN parked_at TIMESTAMP WITH TIME ZONE"))
 
 
+async def _run_allotments(connection: AsyncConnection) -> None:
+    # As in migration 2: a ledger `_initial` created from today's definitions has them already.
+    columns = await connection.run_sync(
+        lambda sync: {column["name"] for column in sa.inspect(sync).get_columns("runs")}
+    )
+    if "max_cost_usd" not in columns:
+        await connection.execute(sa.text("ALTER TABLE runs ADD COLUMN max_cost_usd FLOAT"))
+    if "max_tokens" not in columns:
+        await connection.execute(sa.text("ALTER TABLE runs ADD COLUMN max_tokens BIGINT"))
+
+
 # Append only: a migration, once released, never changes.
 MIGRATIONS: Sequence[Migration] = (
     _initial,
@@ -196,4 +211,5 @@ MIGRATIONS: Sequence[Migration] = (
     _tracker_writes,
     _run_log_urls,
     _parked_tracker_writes,
+    _run_allotments,
 )

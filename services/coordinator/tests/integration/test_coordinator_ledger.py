@@ -28,6 +28,7 @@ from coordinator.ledger.public_ledger import (
     Ledger,
     NewRun,
     StartOutcome,
+    TreeSizeReservation,
     WaitingNudge,
     open_ledger,
 )
@@ -703,3 +704,38 @@ async def test_a_ledger_from_before_allotments_is_migrated_and_its_runs_hold_not
     assert (seen.tree_reserved_usd, seen.tree_reserved_tokens) == (2.5, 300)  # the old run's allotment is unknown
     assert old is not None
     assert (old.max_cost_usd, old.max_tokens) == (None, None)
+
+
+async def test_a_trees_size_is_reserved_against_its_cap_even_when_raced(ledger: Ledger) -> None:
+    # Eight requests of three at once in a tree GitHub shows with 2 issues, under a cap of 12: three fit.
+    reservations = await asyncio.gather(*(ledger.reserve_tree_size(ROOT, 3, counted=2, cap=12) for _ in range(8)))
+    assert sorted(r.size for r in reservations if r.reserved) == [5, 8, 11]
+    refused = [r for r in reservations if not r.reserved]
+    assert len(refused) == 5
+    assert all(r.size >= 8 for r in refused)  # the size that refused it, reservations included
+    # A count from GitHub that lags behind the reservations (their issues not all created yet) lowers nothing.
+    assert not (await ledger.reserve_tree_size(ROOT, 2, counted=5, cap=12)).reserved
+    # Issues added by people count too: GitHub's count is taken when it is the larger.
+    assert not (await ledger.reserve_tree_size(ROOT, 1, counted=12, cap=12)).reserved
+    await ledger.release_tree_size(ROOT, 3)  # a request whose sub-issues were not created after all
+    assert await ledger.reserve_tree_size(ROOT, 1, counted=8, cap=12) == TreeSizeReservation(True, 9)
+    await ledger.release_tree_size(ROOT, 50)
+    assert await ledger.reserve_tree_size(ROOT, 2, counted=1, cap=12) == TreeSizeReservation(True, 3)
+    # Another tree is counted apart, from its own first reservation.
+    assert await ledger.reserve_tree_size("github:octo/widgets#2", 4, counted=1, cap=4) == TreeSizeReservation(False, 1)
+
+
+async def test_a_ledger_from_before_tree_size_reservations_is_migrated(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        assert await first.start_run(new_run("old"), now=NOW) is STARTED
+    # Back to schema version 6: no tree size kept.
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("ALTER TABLE tree_totals DROP COLUMN size_reserved"))
+            await connection.execute(sa.text("DELETE FROM schema_versions WHERE version > 6"))
+    finally:
+        await engine.dispose()
+
+    async with open_ledger(ledger_url) as migrated:
+        assert await migrated.reserve_tree_size(ROOT, 2, counted=3, cap=5) == TreeSizeReservation(True, 5)

@@ -29,7 +29,7 @@ from agent_grid_runtime.public_sqs import Publisher
 from agent_grid_runtime.public_testing import InMemoryBroker
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
-from agent_grid_tracker.public_tracker import IssueState, IssueView, sticky_marker
+from agent_grid_tracker.public_tracker import Issue, IssueState, IssueView, NewIssue, sticky_marker
 from coordinator.api.public_api import ApiSettings
 from coordinator.app import create_app
 from coordinator.decisions.public_policy import Caps, Policy
@@ -442,6 +442,44 @@ async def test_the_depth_and_size_caps_refuse_before_anything_is_created(grid: G
     fits = {"issues": [{"title": "Step 2"}, {"title": "Step 3"}]}
     assert (await grid.call("POST", "/subissues", token, json=fits)).status_code == 201
     assert len((await grid.view(root.number)).children) == 3
+
+
+@pytest.mark.parametrize("policy", [Policy(caps=Caps(max_tree_size=4))])
+async def test_two_runs_creating_sub_issues_at_once_never_take_their_tree_past_its_size_cap(
+    grid: Grid, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = grid.issue("Epic", labels=["agent-grid"])
+    child = grid.issue("Step 1", parent=root)
+    _, root_token = await grid.run_on(root)
+    _, child_token = await grid.run_on(child)
+    # The root's run counts the tree (2 issues) and starts creating its two; the child's run counts the tree
+    # while they are not created yet.
+    creating, go_on = asyncio.Event(), asyncio.Event()
+    create = GitHubTracker.create_sub_issue
+
+    async def first_create_waits(tracker: GitHubTracker, parent: IssueRef, new: NewIssue) -> Issue:
+        if not creating.is_set():
+            creating.set()
+            await go_on.wait()
+        return await create(tracker, parent, new)
+
+    monkeypatch.setattr(GitHubTracker, "create_sub_issue", first_create_waits)
+    two = {"issues": [{"title": "Step 2"}, {"title": "Step 3"}]}
+    first = asyncio.create_task(grid.call("POST", "/subissues", root_token, json=two))
+    async with asyncio.timeout(10):
+        await creating.wait()
+    one = {"parent": f"{REPO}#{child.number}", "issues": [{"title": "Step 1.1"}]}
+    second = await grid.call("POST", "/subissues", child_token, json=one)
+    go_on.set()
+
+    assert (await first).status_code == 201
+    refused = refusal(second, 409, "cap_reached")
+    assert refused.detail == (
+        "max_tree_size (COORDINATOR_POLICY__CAPS__MAX_TREE_SIZE) = 4 reached: the tree has 4 issues, "
+        "and this request adds 1"
+    )
+    assert len((await grid.view(root.number)).children) == 3
+    assert (await grid.view(child.number)).children == ()
 
 
 async def test_invalid_requests_are_refused_as_tool_errors_and_create_nothing(grid: Grid) -> None:

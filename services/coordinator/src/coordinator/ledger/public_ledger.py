@@ -60,6 +60,7 @@ __all__ = [
     "RunEvent",
     "RunRecord",
     "StartOutcome",
+    "TreeSizeReservation",
     "TreeTotals",
     "WaitingNudge",
     "open_ledger",
@@ -238,6 +239,18 @@ class TreeTotals:
     cost_usd: float
     tokens: int
     killed: bool
+
+
+@dataclass(frozen=True)
+class TreeSizeReservation:
+    """What became of a request for room in a tree: ``reserved`` or not, and the tree's ``size`` then.
+
+    ``size`` counts the issues GitHub showed and the sub-issues reserved and not given back: after the reservation
+    when it was made, the size that refused it otherwise.
+    """
+
+    reserved: bool
+    size: int
 
 
 @dataclass(frozen=True)
@@ -756,6 +769,39 @@ class Ledger:
             runs.update()
             .where(runs.c.run_id == run_id)
             .values(sub_issues_created=sa.case((remaining < 0, 0), else_=remaining))
+        )
+        await self._tx.write(lambda connection: connection.execute(statement))
+
+    async def reserve_tree_size(self, root_key: str, count: int, *, counted: int, cap: int) -> TreeSizeReservation:
+        """Make room for ``count`` more issues in the tree rooted at ``root_key`` unless that takes it past ``cap``.
+
+        ``counted`` is the tree's size as GitHub shows it now (the root included). The tree's reserved size is
+        raised to the larger of itself and ``counted``, plus ``count``, only if that stays within ``cap``: one
+        conditional write, so two runs of one tree creating sub-issues at once cannot both slip under the cap,
+        whatever each counted on GitHub before the other's sub-issues were there. Room reserved for sub-issues
+        not created after all is given back with :meth:`release_tree_size`.
+        """
+        base = sa.case((trees.c.size_reserved > counted, trees.c.size_reserved), else_=counted)
+
+        def reserve(connection: Connection) -> TreeSizeReservation:
+            upsert(connection, trees, {"root_key": root_key})
+            reserved = connection.execute(
+                trees.update()
+                .where(trees.c.root_key == root_key, base + count <= cap)
+                .values(size_reserved=base + count)
+            )
+            size = int(connection.scalar(sa.select(base).where(trees.c.root_key == root_key)) or 0)
+            return TreeSizeReservation(bool(reserved.rowcount), size)
+
+        return await self._tx.write(reserve)
+
+    async def release_tree_size(self, root_key: str, count: int) -> None:
+        """Give back room for ``count`` issues reserved in the tree and not created after all (never below zero)."""
+        remaining = trees.c.size_reserved - count
+        statement = (
+            trees.update()
+            .where(trees.c.root_key == root_key)
+            .values(size_reserved=sa.case((remaining < 0, 0), else_=remaining))
         )
         await self._tx.write(lambda connection: connection.execute(statement))
 

@@ -98,6 +98,10 @@ trees = sa.Table(
     sa.Column("cost_usd", sa.Float, nullable=False, default=0.0),
     sa.Column("tokens", sa.BigInteger, nullable=False, default=0),
     sa.Column("killed", sa.Boolean, nullable=False, default=False),
+    # The tree's size (issues, the root included) with the sub-issues its runs reserved through the agent tools:
+    # each reservation raises it to the larger of itself and GitHub's count, plus the request, and only within
+    # max_tree_size, so concurrent requests in one tree cannot both slip under the cap (migration 7).
+    sa.Column("size_reserved", sa.Integer, nullable=False, default=0, server_default="0"),
 )
 
 repo_days = sa.Table(
@@ -204,6 +208,15 @@ async def _run_allotments(connection: AsyncConnection) -> None:
         await connection.execute(sa.text("ALTER TABLE runs ADD COLUMN max_tokens BIGINT"))
 
 
+async def _tree_size_reservations(connection: AsyncConnection) -> None:
+    # As in migration 2: a ledger `_initial` created from today's definitions has it already.
+    columns = await connection.run_sync(
+        lambda sync: {column["name"] for column in sa.inspect(sync).get_columns("tree_totals")}
+    )
+    if "size_reserved" not in columns:
+        await connection.execute(sa.text("ALTER TABLE tree_totals ADD COLUMN size_reserved INTEGER NOT NULL DEFAULT 0"))
+
+
 # Append only: a migration, once released, never changes.
 MIGRATIONS: Sequence[Migration] = (
     _initial,
@@ -212,4 +225,5 @@ MIGRATIONS: Sequence[Migration] = (
     _run_log_urls,
     _parked_tracker_writes,
     _run_allotments,
+    _tree_size_reservations,
 )

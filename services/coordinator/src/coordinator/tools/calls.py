@@ -140,16 +140,33 @@ class AgentTools:
         return fan_out
 
     async def _reserve(self, scope: RunScope, fan_out: FanOut) -> None:
-        """Count the sub-issues against the run before creating them (a concurrent request sees them)."""
-        cap = self.policy.caps.max_sub_issues_per_run
-        if await self.ledger.reserve_sub_issues(scope.run_id, fan_out.requested, cap=cap) is not None:
-            return
-        run = await self.ledger.run_record(scope.run_id)
-        if run is None or not run.active:
-            raise run_over(f"run {scope.run_id} ended meanwhile")
-        # Another request of this run counted its sub-issues since this one read the count.
-        fresh = replace(fan_out, created_by_run=run.sub_issues_created)
-        raise cap_reached(fan_out_refusal(fresh, self.policy.caps) or f"max_sub_issues_per_run = {cap} reached")
+        """Count the sub-issues against the run and the tree before creating them (a concurrent request sees them).
+
+        The tree's size was counted on GitHub, where another run's sub-issues may not be yet: the ledger's
+        reservation for the tree is what keeps two runs of one tree from both slipping under ``max_tree_size``.
+        """
+        caps = self.policy.caps
+        if (
+            await self.ledger.reserve_sub_issues(scope.run_id, fan_out.requested, cap=caps.max_sub_issues_per_run)
+            is None
+        ):
+            run = await self.ledger.run_record(scope.run_id)
+            if run is None or not run.active:
+                raise run_over(f"run {scope.run_id} ended meanwhile")
+            # Another request of this run counted its sub-issues since this one read the count.
+            fresh = replace(fan_out, created_by_run=run.sub_issues_created)
+            raise cap_reached(
+                fan_out_refusal(fresh, caps) or f"max_sub_issues_per_run = {caps.max_sub_issues_per_run} reached"
+            )
+        counted = fan_out.tree_size if fan_out.tree_size is not None else 1
+        tree = await self.ledger.reserve_tree_size(
+            scope.root.key, fan_out.requested, counted=counted, cap=caps.max_tree_size
+        )
+        if not tree.reserved:
+            await self.ledger.release_sub_issues(scope.run_id, fan_out.requested)
+            # Another run of the tree reserved room for its sub-issues since this one counted the tree.
+            fresh = replace(fan_out, tree_size=tree.size)
+            raise cap_reached(fan_out_refusal(fresh, caps) or f"max_tree_size = {caps.max_tree_size} reached")
 
     async def _create(self, scope: RunScope, parent: IssueRef, request: SubIssuesRequest) -> list[Issue]:
         """Create the sub-issues in order, then their dependencies; a tracker fault gives back the rest."""
@@ -167,6 +184,7 @@ class AgentTools:
         except TrackerError as error:
             wanted = len(request.issues)
             await self.ledger.release_sub_issues(scope.run_id, wanted - len(created))
+            await self.ledger.release_tree_size(scope.root.key, wanted - len(created))
             done = ", ".join(str(issue.ref) for issue in created) or "none"
             if created:
                 await self.ledger.record_event(scope.run_id, "sub_issues_created", done, at=self.clock())

@@ -67,3 +67,8 @@ class Nudge(BodyModel):
     actor: Actor | None = Field(default=None, description="Who caused it; absent for system-made nudges.")
     event: Annotated[str | None, Field(max_length=100, description="Source event, e.g. 'issues.labeled'.")] = None
     detail: Annotated[str | None, Field(max_length=2000, description="Free text: why, in the sender's words.")] = None
+    # Which label an `issues.labeled`/`unlabeled` event added or removed: a hand-back from escalation is the removal
+    # of that one label, not of any. Absent from other nudges and from producers that predate it.
+    label: Annotated[
+        str | None, Field(max_length=100, description="The label added or removed (issue_labeled/issue_unlabeled).")
+    ] = None

@@ -28,6 +28,7 @@ def sample_bodies() -> list[Nudge | LaunchAgent | AgentStarted | AgentHeartbeat 
             source=NudgeSource.GITHUB_WEBHOOK,
             actor=Actor(login="alice", association=AuthorAssociation.MEMBER),
             event="issues.labeled",
+            label="agent-grid",
         ),
         LaunchAgent(
             run_id="run-1",
@@ -191,6 +192,12 @@ def test_committed_json_schemas_match_the_models() -> None:
     assert set(committed) == set(generated), "run `make schemas` and commit libs/contracts/schemas"
     for name, schema in generated.items():
         assert committed[name] == json.loads(json.dumps(schema)), f"{name} is stale: run `make schemas`"
+
+
+def test_a_nudge_from_a_producer_that_names_no_label_reads_as_naming_none() -> None:
+    older = Nudge.model_validate({"issue": {"repo": "octo/widgets", "number": 1}, "reason": "issue_unlabeled"})
+
+    assert older.label is None
 
 
 def test_schema_requires_only_what_a_hand_written_message_needs() -> None:

@@ -60,9 +60,11 @@ class Grid:
         reason: NudgeReason = NudgeReason.ISSUE_LABELED,
         *,
         copies: int = 1,
+        label: str | None = None,
     ) -> None:
         """``copies`` separate messages saying the same thing, all sent before any is handled."""
-        nudge = Nudge(issue=IssueRef(repo="octo/widgets", number=number), reason=reason, actor=actor)
+        ref = IssueRef(repo="octo/widgets", number=number)
+        nudge = Nudge(issue=ref, reason=reason, actor=actor, label=label)
         envelopes = [wrap(nudge, producer="test") for _ in range(copies)]
         await Publisher(transport=self.sqs, queue_url=self.queues.nudges.url).publish_many(envelopes)
 
@@ -308,7 +310,37 @@ async def test_a_run_stopped_at_its_budget_holds_the_issue_for_a_person_until_th
 
     # alice removes the label: the issue is hers to hand back, and it runs again.
     await grid.tracker.remove_labels(launch.issue, ("needs-human",))
-    await grid.nudge(number, reason=NudgeReason.ISSUE_UNLABELED)
+    await grid.nudge(number, reason=NudgeReason.ISSUE_UNLABELED, label="needs-human")
+    [again] = await grid.drain(grid.queues.launches.url)
+    assert (again.issue.number, again.mode) == (number, RunMode.WORK)
+
+
+@pytest.mark.parametrize("policy", [Policy(caps=Caps(max_consecutive_failures=1))])
+async def test_only_removing_the_escalation_label_closes_the_circuit_breaker(grid: Grid) -> None:
+    launch = await grid.launch("Flaky")
+    number = launch.issue.number
+    await grid.start(launch, "w1")
+    await grid.lifecycle(
+        AgentExited(run_id=launch.run_id, issue=launch.issue, worker_id="w1", reason=ExitReason.FAILED)
+    )
+    await grid.settle()
+    await grid.drain(grid.queues.nudges.url, wait_s=1)
+    await grid.written()
+    assert "needs-human" in (await grid.tracker.get_issue(launch.issue)).labels
+
+    # The label goes without a trusted person's hand-back (an automation, someone the policy does not trust);
+    # then alice tidies another label. That is no look at the failures: the breaker holds, and says so again.
+    await grid.tracker.remove_labels(launch.issue, ("needs-human",))
+    await grid.nudge(number, actor=MALLORY, reason=NudgeReason.ISSUE_UNLABELED, label="needs-human")
+    await grid.nudge(number, reason=NudgeReason.ISSUE_UNLABELED, label="bug")
+    assert await grid.drain(grid.queues.launches.url) == []
+    await grid.written()
+    assert "needs-human" in (await grid.tracker.get_issue(launch.issue)).labels
+    assert "max_consecutive_failures" in (await grid.comments(number))[-1]
+
+    # alice removes the escalation label itself: she hands the issue back, and it runs again.
+    await grid.tracker.remove_labels(launch.issue, ("needs-human",))
+    await grid.nudge(number, reason=NudgeReason.ISSUE_UNLABELED, label="needs-human")
     [again] = await grid.drain(grid.queues.launches.url)
     assert (again.issue.number, again.mode) == (number, RunMode.WORK)
 

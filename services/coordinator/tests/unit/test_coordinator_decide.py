@@ -209,21 +209,35 @@ def test_caps_only_a_human_can_lift_refuse_and_escalate(issue: IssueFacts, ledge
 
 def test_a_person_handing_an_issue_back_closes_its_circuit_breaker_and_nothing_else_does() -> None:
     tripped = LedgerFacts(consecutive_failures=3, tree_authorised_by="alice")
-    for reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL):
-        verdict = decide(ledger=tripped, trigger=Trigger(reason, ALICE))
-        assert isinstance(verdict, Launch)
+    for trigger in (
+        Trigger(NudgeReason.ISSUE_UNLABELED, ALICE, label="needs-human"),  # the escalation label removed
+        Trigger(NudgeReason.ISSUE_UNLABELED, ALICE, label="Needs-Human"),  # GitHub's names ignore case
+        Trigger(NudgeReason.MANUAL, ALICE),  # or a nudge by hand
+    ):
+        verdict = decide(ledger=tripped, trigger=trigger)
+        assert isinstance(verdict, Launch), trigger
         assert verdict.resets_failures
     for trigger in (
         Trigger(NudgeReason.ISSUE_LABELED, ALICE),  # any other word from a person leaves it tripped
+        Trigger(NudgeReason.ISSUE_LABELED, ALICE, label="needs-human"),
+        Trigger(NudgeReason.ISSUE_UNLABELED, ALICE, label="bug"),  # another label removed: not a hand-back
+        Trigger(NudgeReason.ISSUE_UNLABELED, ALICE),  # a label removed, but which is not said
         Trigger(NudgeReason.RUN_FINISHED, None),
-        Trigger(NudgeReason.ISSUE_UNLABELED, AGENT),
+        Trigger(NudgeReason.ISSUE_UNLABELED, AGENT, label="needs-human"),
     ):
         verdict = decide(ledger=tripped, trigger=trigger)
-        assert isinstance(verdict, Refuse)
+        assert isinstance(verdict, Refuse), trigger
         assert verdict.cap == "max_consecutive_failures"
-    assert isinstance(decide(ledger=tripped, trigger=Trigger(NudgeReason.ISSUE_UNLABELED, MALLORY)), Ignore)
+    untrusted = Trigger(NudgeReason.ISSUE_UNLABELED, MALLORY, label="needs-human")
+    assert isinstance(decide(ledger=tripped, trigger=untrusted), Ignore)
+    # The policy names the label.
+    renamed = Policy(needs_human_label="help-wanted")
+    own = decide(ledger=tripped, trigger=replace(untrusted, actor=ALICE, label="help-wanted"), policy=renamed)
+    assert isinstance(own, Launch)
+    assert own.resets_failures
+    assert isinstance(decide(ledger=tripped, trigger=replace(untrusted, actor=ALICE), policy=renamed), Refuse)
     # Nothing to reset: an ordinary launch.
-    verdict = decide(trigger=Trigger(NudgeReason.ISSUE_UNLABELED, ALICE))
+    verdict = decide(trigger=Trigger(NudgeReason.ISSUE_UNLABELED, ALICE, label="needs-human"))
     assert isinstance(verdict, Launch)
     assert not verdict.resets_failures
 
@@ -321,7 +335,9 @@ actors = st.one_of(
 FIELDS = [("issue", name) for name in ISSUE_FIELDS] + [("ledger", name) for name in LEDGER_FIELDS]
 FIELDS.append(("trigger", "actor"))
 FIELDS.append(("trigger", "reason"))
+FIELDS.append(("trigger", "label"))
 reasons = st.sampled_from([NudgeReason.ISSUE_LABELED, NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL])
+trigger_labels = st.sampled_from([None, "needs-human", "bug"])
 
 
 @st.composite
@@ -334,6 +350,8 @@ def near_launch(draw: st.DrawFn) -> tuple[IssueFacts, LedgerFacts, Trigger]:
             ledger = replace(ledger, **{name: draw(LEDGER_FIELDS[name])})
         elif name == "actor":
             trigger = replace(trigger, actor=draw(actors))
+        elif name == "label":
+            trigger = replace(trigger, label=draw(trigger_labels))
         else:
             trigger = replace(trigger, reason=draw(reasons))
     return issue, ledger, trigger
@@ -362,7 +380,9 @@ def test_a_launch_never_breaks_a_rule_or_a_cap(facts: tuple[IssueFacts, LedgerFa
     assert ledger.runs_on_issue < caps.max_runs_per_issue
     assert ledger.runs_in_tree < caps.max_runs_per_tree
     # The circuit breaker: only a trusted person's hand-back lets a tripped issue run again.
-    handed_back = trigger.reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL) and not trigger.is_ours
+    # A hand-back is a nudge by hand, or the removal of the escalation label itself (not of any other label).
+    unlabelled = trigger.reason is NudgeReason.ISSUE_UNLABELED and trigger.label == POLICY.needs_human_label
+    handed_back = (trigger.reason is NudgeReason.MANUAL or unlabelled) and not trigger.is_ours
     assert ledger.consecutive_failures < caps.max_consecutive_failures or (handed_back and verdict.resets_failures)
     assert ledger.tree_cost_usd < caps.max_cost_usd_per_tree
     assert ledger.tree_tokens < caps.max_tokens_per_tree

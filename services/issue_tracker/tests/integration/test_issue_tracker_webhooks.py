@@ -98,6 +98,7 @@ async def test_every_published_example_is_accepted_or_ignored_and_the_relevant_o
     assert len(examples) >= 700
     statuses: Counter[int] = Counter()
     expected_reasons: Counter[str] = Counter()
+    expected_labels: Counter[str] = Counter()
     async with make_grid() as grid:
         for example in examples:
             response = await grid.post(example.event, example.payload)
@@ -107,12 +108,17 @@ async def test_every_published_example_is_accepted_or_ignored_and_the_relevant_o
             if reason is not None and not example.payload["issue"].get("pull_request"):
                 assert response.json() == {"status": "accepted", "nudges": 1}, (example.event, example.action)
                 expected_reasons[reason.value] += 1
+                if example.action in {"labeled", "unlabeled"}:  # GitHub's label events name the label
+                    expected_labels[f"{example.action}:{example.payload['label']['name']}"] += 1
             else:
                 assert response.json()["status"] == "ignored", (example.event, example.action, response.text)
         nudges = await grid.nudges()
 
     assert statuses == {202: len(examples)}
     assert Counter(n.body.reason.value for n in nudges) == expected_reasons
+    named = Counter(f"{n.body.event.removeprefix('issues.')}:{n.body.label}" for n in nudges if n.body.label)
+    assert named == expected_labels
+    assert expected_labels
     assert sum(expected_reasons.values()) >= 30
 
 

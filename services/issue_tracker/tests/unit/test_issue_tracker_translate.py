@@ -50,6 +50,24 @@ def test_issue_actions_nudge_the_issue(action: str, reason: NudgeReason) -> None
     assert (nudge.actor.login, nudge.actor.association) == ("alice", AuthorAssociation.MEMBER)
 
 
+@pytest.mark.parametrize("action", ["labeled", "unlabeled"])
+def test_a_label_change_names_the_label(action: str) -> None:
+    payload = {
+        "action": action,
+        "issue": issue(),
+        "label": {"name": "needs-human", "color": "d73a4a"},
+        "repository": REPO,
+        "sender": user(),
+    }
+
+    [nudge] = translate("issues", payload, CONFIG).nudges
+
+    assert (nudge.event, nudge.label) == (f"issues.{action}", "needs-human")
+    # Other issue events name none, and a label event that leaves it out (never seen from GitHub) still nudges.
+    assert translate("issues", {**payload, "action": "edited"}, CONFIG).nudges[0].label is None
+    assert translate("issues", {**payload, "label": None}, CONFIG).nudges[0].label is None
+
+
 def test_the_author_association_is_reported_only_when_the_author_acted() -> None:
     payload = {
         "action": "labeled",

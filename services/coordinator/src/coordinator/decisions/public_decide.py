@@ -34,7 +34,7 @@ def decide_launch(issue: IssueFacts, ledger: LedgerFacts, trigger: Trigger, poli
     hold = _hold(issue, ledger, policy, mode, now)
     if hold is not None:
         return hold
-    hands_back = _hands_back(trigger, authorised_by)
+    hands_back = _hands_back(trigger, authorised_by, policy)
     refusal = _cap_refusal(issue, ledger, policy, breaker_reset=hands_back)
     if refusal is not None:
         return refusal
@@ -64,15 +64,21 @@ def _tree_left(ledger: LedgerFacts, policy: Policy) -> tuple[float, int]:
     )
 
 
-def _hands_back(trigger: Trigger, authorised_by: str | None) -> bool:
-    """A trusted person took the issue back from escalation (removed the label, or nudged it by hand).
+def _hands_back(trigger: Trigger, authorised_by: str | None, policy: Policy) -> bool:
+    """A trusted person took the issue back from escalation (removed its label, or nudged it by hand).
 
-    Only that closes the circuit breaker: the person has looked at the failures. agent-grid's own triggers
-    never do, so a failing issue cannot talk itself back into running.
+    Only that closes the circuit breaker: the person has looked at the failures. Removing another label is no
+    such look, nor is a removal that does not say which label went (a producer from before nudges named it).
+    agent-grid's own triggers never hand back, so a failing issue cannot talk itself back into running.
     """
     actor = trigger.actor
-    by_a_person = actor is not None and not trigger.is_ours and authorised_by == actor.login
-    return by_a_person and trigger.reason in (NudgeReason.ISSUE_UNLABELED, NudgeReason.MANUAL)
+    if actor is None or trigger.is_ours or authorised_by != actor.login:
+        return False
+    if trigger.reason is NudgeReason.MANUAL:
+        return True
+    # GitHub matches label names without regard to case.
+    removed = trigger.label.casefold() if trigger.label is not None else None
+    return trigger.reason is NudgeReason.ISSUE_UNLABELED and removed == policy.needs_human_label.casefold()
 
 
 def _gate(

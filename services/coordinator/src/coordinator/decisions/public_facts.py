@@ -90,10 +90,11 @@ class LedgerFacts:
 
 @dataclass(frozen=True)
 class Trigger:
-    """Why the issue is being looked at: the nudge's reason and actor."""
+    """Why the issue is being looked at: the nudge's reason and actor, and the label it added or removed, if any."""
 
     reason: NudgeReason
     actor: Actor | None
+    label: str | None = None
 
     @property
     def is_ours(self) -> bool:

@@ -114,7 +114,7 @@ class Coordinator:
         facts = issue_facts(view, ancestors)
         record = github_record(view, ancestors[-1] if ancestors else view, bot_login=self.policy.bot_login)
         now = self.clock()
-        trigger = Trigger(nudge.reason, nudge.actor)
+        trigger = Trigger(nudge.reason, nudge.actor, label=nudge.label)
         decided = await self._decide(facts, record, trigger, envelope, now)
         if isinstance(decided.verdict, Ignore) and decided.verdict.needs_authoriser:
             # An agent-grid trigger (a poll, say) in an opted-in tree the ledger has no authoriser for: who on

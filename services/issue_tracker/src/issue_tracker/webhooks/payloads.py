@@ -41,6 +41,10 @@ class Issue(_Lenient):
         return fallback.full_name if fallback else None
 
 
+class Label(_Lenient):
+    name: str
+
+
 class Comment(_Lenient):
     body: str | None = None
     user: User
@@ -66,6 +70,7 @@ class Envelope(_Lenient):
 
 class IssuesEvent(Envelope):
     issue: Issue
+    label: Label | None = None  # on labeled and unlabeled: the label added or removed
 
 
 class IssueCommentEvent(Envelope):

@@ -104,7 +104,11 @@ def _issues(payload: Mapping[str, Any], _config: TranslationConfig) -> Translati
     if event.issue.pull_request is not None:
         return Translation(ignored="a pull request, not an issue")
     actor = _actor(event.sender, event.issue.user, event.issue.author_association)
-    return _nudges(_issue_ref(event.issue, event.repository), reason=reason, actor=actor, event=f"issues.{action}")
+    # Which label: removing the escalation label hands an issue back, removing another one does not.
+    label = event.label.name if event.label is not None and action in {"labeled", "unlabeled"} else None
+    return _nudges(
+        _issue_ref(event.issue, event.repository), reason=reason, actor=actor, event=f"issues.{action}", label=label
+    )
 
 
 def _closed(event: IssuesEvent) -> Translation:
@@ -217,15 +221,24 @@ _HANDLERS: dict[str, Callable[[Mapping[str, Any], TranslationConfig], Translatio
 
 
 def _nudges(
-    issue: IssueRef, *, reason: NudgeReason, actor: Actor | None, event: str, detail: str | None = None
+    issue: IssueRef,
+    *,
+    reason: NudgeReason,
+    actor: Actor | None,
+    event: str,
+    detail: str | None = None,
+    label: str | None = None,
 ) -> Translation:
-    return Translation(
-        nudges=(
-            Nudge(
-                issue=issue, reason=reason, source=NudgeSource.GITHUB_WEBHOOK, actor=actor, event=event, detail=detail
-            ),
-        )
+    nudge = Nudge(
+        issue=issue,
+        reason=reason,
+        source=NudgeSource.GITHUB_WEBHOOK,
+        actor=actor,
+        event=event,
+        detail=detail,
+        label=label,
     )
+    return Translation(nudges=(nudge,))
 
 
 def _issue_ref(issue: Issue, repository: Repository | None) -> IssueRef:

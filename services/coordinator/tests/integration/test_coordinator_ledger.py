@@ -17,6 +17,7 @@ from agent_grid_contracts.public_nudges import NudgeReason
 from coordinator.decisions.public_decide import decide_launch
 from coordinator.decisions.public_facts import IssueFacts, LedgerFacts, Trigger
 from coordinator.decisions.public_policy import Caps, Policy
+from coordinator.decisions.public_rebuild import GitHubRecord, IssueRecord, TreeRecord, rebuild
 from coordinator.decisions.public_verdicts import Launch, Verdict, Wait, WaitReason
 from coordinator.ledger.public_ledger import (
     ActiveRun,
@@ -739,3 +740,55 @@ async def test_a_ledger_from_before_tree_size_reservations_is_migrated(ledger_ur
 
     async with open_ledger(ledger_url) as migrated:
         assert await migrated.reserve_tree_size(ROOT, 2, counted=3, cap=5) == TreeSizeReservation(True, 5)
+
+
+# What GitHub shows of a tree (its roll-up) and of issue #7 (its status comment), for a ledger rebuilt from it.
+GITHUB_TREE = TreeRecord(runs=3, cost_usd=4.5, tokens=9_000)
+GITHUB_SHOWS = GitHubRecord(tree=GITHUB_TREE, issue=IssueRecord(runs=2, consecutive_failures=1, tree=GITHUB_TREE))
+
+
+def adopting(*, saw: LedgerFacts | None = None) -> Callable[[LedgerFacts], tuple[None, Changes]]:
+    """A decision that adopts what GitHub shows, as the coordinator plans it; ``saw`` fixes the facts it read."""
+
+    def plan(seen: LedgerFacts) -> tuple[None, Changes]:
+        _, adoption = rebuild(saw if saw is not None else seen, GITHUB_SHOWS, agent_kind="claude_code")
+        return None, Changes(adopt=adoption)
+
+    return plan
+
+
+async def test_decisions_that_saw_the_same_fresh_ledger_adopt_githubs_figures_once(ledger: Ledger) -> None:
+    # On PostgreSQL decisions read without a lock: two in one tree may both read the fresh ledger, and both adopt
+    # what GitHub shows. Adopting raises the ledger to GitHub's figures; it never adds them twice.
+    for _ in range(2):
+        await ledger.decide(budget_scope(7), adopting(saw=LedgerFacts()), now=NOW, limits=BUDGET_LIMITS)
+    once = await facts(ledger, issue=7)
+    assert (once.runs_in_tree, once.tree_cost_usd, once.tree_tokens) == pytest.approx((3, 4.5, 9_000))
+    assert (once.runs_on_issue, once.consecutive_failures) == (2, 1)
+    # Concurrent decisions, each reading as it goes, change nothing more.
+    await asyncio.gather(
+        *(ledger.decide(budget_scope(n), adopting(), now=NOW, limits=BUDGET_LIMITS) for n in (7, 7, 8, 8, 9))
+    )
+    again = await facts(ledger, issue=7)
+    assert (again.runs_in_tree, again.tree_cost_usd, again.tree_tokens) == pytest.approx((3, 4.5, 9_000))
+    assert (again.runs_on_issue, again.consecutive_failures) == (2, 1)
+    assert (await facts(ledger, issue=8)).runs_on_issue == 2
+    # Runs counted since add to what was adopted, as any run does.
+    assert await ledger.start_run(new_run("run-next", issue=9), now=NOW) is STARTED
+    assert (await facts(ledger, issue=7)).runs_in_tree == 4
+
+
+async def test_adoption_beside_a_run_in_flight_counts_its_spend_once(ledger: Ledger) -> None:
+    # GitHub's spend includes what the tree's runs in flight had reported; the ledger counts those runs apart.
+    assert await ledger.start_run(new_run("run-a", issue=5), now=NOW) is STARTED
+    assert (await ledger.mark_started("run-a", worker_id="w1", at=NOW)).held
+    assert (await ledger.heartbeat("run-a", worker_id="w1", at=NOW, cost_usd=1.0, tokens=2_000)).held
+    await asyncio.gather(
+        *(ledger.decide(budget_scope(7), adopting(), now=NOW, limits=BUDGET_LIMITS) for _ in range(3)),
+        ledger.decide(budget_scope(7), adopting(saw=LedgerFacts()), now=NOW, limits=BUDGET_LIMITS),
+    )
+    during = await facts(ledger, issue=7)
+    assert (during.tree_cost_usd, during.tree_tokens) == pytest.approx((4.5, 9_000))
+    await ledger.finish("run-a", reason=ExitReason.SUCCESS, at=NOW, cost_usd=1.5, tokens=2_500, worker_id="w1")
+    after = await facts(ledger, issue=7)
+    assert (after.tree_cost_usd, after.tree_tokens) == pytest.approx((5.0, 9_500))

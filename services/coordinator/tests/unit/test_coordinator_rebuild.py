@@ -143,10 +143,17 @@ def test_a_rebuild_never_lowers_a_figure_and_takes_the_larger_of_github_and_the_
         assert (seen.consecutive_failures, seen.tree_killed) == (ledger.consecutive_failures, ledger.tree_killed)
     if adoption is None:
         assert seen == ledger
-    else:  # the ledger writes exactly the difference
-        assert seen.runs_in_tree == ledger.runs_in_tree + adoption.tree_runs
-        assert seen.tree_cost_usd == pytest.approx(ledger.tree_cost_usd + adoption.tree_cost_usd)
-        assert seen.runs_on_issue == ledger.runs_on_issue + adoption.issue_runs
+    else:  # the ledger raises its figures to what the decision saw, never adds (adopting twice changes nothing)
+        assert seen.runs_in_tree == max(ledger.runs_in_tree, adoption.tree_runs_at_least)
+        assert seen.tree_cost_usd == max(ledger.tree_cost_usd, adoption.tree_cost_usd_at_least)
+        assert seen.tree_tokens == max(ledger.tree_tokens, adoption.tree_tokens_at_least)
+        assert seen.runs_on_issue == max(ledger.runs_on_issue, adoption.issue_runs_at_least)
+        assert seen.consecutive_failures == max(ledger.consecutive_failures, adoption.issue_failures_at_least)
+        # A decision reading the ledger as this adoption left it adopts nothing more.
+        assert rebuild(replace(seen, shown_run_known=True), record, agent_kind="claude_code") == (
+            replace(seen, shown_run_known=True),
+            None,
+        )
 
 
 @given(ledger=ledgers, record=records)

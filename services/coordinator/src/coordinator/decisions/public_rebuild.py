@@ -5,11 +5,13 @@ the figures a decision needs (runs, spend, failures in a row, the run in flight)
 from an old backup, or one lost outright knows less than GitHub shows; a decision then takes the larger of the
 two, so a lost ledger never resets a tree's spend or its run counts to zero. Figures that only grow (runs,
 cost, tokens) are adopted whenever GitHub's are larger (a stale record is never larger than the ledger it was
-written from); figures a person may lower (failures in a row, reset when they hand an issue back; the kill
-switch, revived through the API) only when the ledger knows nothing of the tree. A run GitHub shows running
-that the ledger does not know is taken on as running since GitHub last said so: the lost-run sweep declares it
-lost unless its worker is still reporting it. The authoriser is never adopted as such: the recorded one is a
-candidate whose trust is checked again (``IssueFacts.authoriser_candidates``).
+written from), by raising the ledger's to them, never by adding the difference (two decisions that read the
+same stale ledger would add it twice). Figures a person may lower (failures in a row, reset when they hand an
+issue back; the kill switch, revived through the API) are adopted only when the ledger knows nothing of the
+tree. A run GitHub shows running that the ledger does not know is taken on as running since GitHub last said
+so: the lost-run sweep declares it lost unless its worker is still reporting it. The authoriser is never
+adopted as such: the recorded one is a candidate whose trust is checked again
+(``IssueFacts.authoriser_candidates``).
 
 Pure: the records come parsed, the adoption is written by the ledger in the decision's transaction.
 """
@@ -84,17 +86,18 @@ class AdoptedRun:
 
 @dataclass(frozen=True)
 class Adoption:
-    """What the ledger takes on from GitHub.
+    """What the ledger takes on from GitHub: figures to raise its own to (0: none), the kill switch, a run.
 
-    Amounts to add to its totals (so concurrent changes still add up), failures in a row to raise to at least,
-    the kill switch to turn on, a run to record.
+    Figures are raised to at least GitHub's, never added to: decisions that read the ledger before another
+    adopted (concurrent ones on PostgreSQL) adopt the same figures, and must not count them twice. The tree's
+    spend is its whole, finished runs' and what active ones had reported, as :class:`LedgerFacts` counts it.
     """
 
-    tree_runs: int = 0
-    tree_cost_usd: float = 0.0
-    tree_tokens: int = 0
+    tree_runs_at_least: int = 0
+    tree_cost_usd_at_least: float = 0.0
+    tree_tokens_at_least: int = 0
     tree_killed: bool = False
-    issue_runs: int = 0
+    issue_runs_at_least: int = 0
     issue_failures_at_least: int = 0
     run: AdoptedRun | None = None
 
@@ -109,11 +112,11 @@ def rebuild(ledger: LedgerFacts, record: GitHubRecord, *, agent_kind: str) -> tu
     issue = record.issue or IssueRecord()
     failures = issue.consecutive_failures if not ledger.tree_known else 0
     adoption = Adoption(
-        tree_runs=max(0, runs - ledger.runs_in_tree),
-        tree_cost_usd=max(0.0, cost - ledger.tree_cost_usd),
-        tree_tokens=max(0, tokens - ledger.tree_tokens),
+        tree_runs_at_least=runs if runs > ledger.runs_in_tree else 0,
+        tree_cost_usd_at_least=cost if cost > ledger.tree_cost_usd else 0.0,
+        tree_tokens_at_least=tokens if tokens > ledger.tree_tokens else 0,
         tree_killed=killed,
-        issue_runs=max(0, issue.runs - ledger.runs_on_issue),
+        issue_runs_at_least=issue.runs if issue.runs > ledger.runs_on_issue else 0,
         issue_failures_at_least=failures if failures > ledger.consecutive_failures else 0,
         run=_unknown_run(ledger, issue),
     )
@@ -121,11 +124,11 @@ def rebuild(ledger: LedgerFacts, record: GitHubRecord, *, agent_kind: str) -> tu
         return ledger, None
     facts = replace(
         ledger,
-        runs_in_tree=ledger.runs_in_tree + adoption.tree_runs,
-        tree_cost_usd=ledger.tree_cost_usd + adoption.tree_cost_usd,
-        tree_tokens=ledger.tree_tokens + adoption.tree_tokens,
+        runs_in_tree=max(ledger.runs_in_tree, adoption.tree_runs_at_least),
+        tree_cost_usd=max(ledger.tree_cost_usd, adoption.tree_cost_usd_at_least),
+        tree_tokens=max(ledger.tree_tokens, adoption.tree_tokens_at_least),
         tree_killed=ledger.tree_killed or adoption.tree_killed,
-        runs_on_issue=ledger.runs_on_issue + adoption.issue_runs,
+        runs_on_issue=max(ledger.runs_on_issue, adoption.issue_runs_at_least),
         consecutive_failures=max(ledger.consecutive_failures, adoption.issue_failures_at_least),
     )
     if adoption.run is not None:

@@ -1038,21 +1038,32 @@ def _tree_totals(connection: Connection, root_key: str) -> TreeTotals | None:
 
 
 def _adopt(connection: Connection, scope: FactsScope, adoption: Adoption) -> None:
-    """Raise the ledger's totals to what GitHub shows, and take on the run GitHub shows in flight."""
-    tree_add = {"runs": adoption.tree_runs, "cost_usd": adoption.tree_cost_usd, "tokens": adoption.tree_tokens}
-    if any(tree_add.values()) or adoption.tree_killed:
-        killed = {"killed": True} if adoption.tree_killed else {}
-        upsert(connection, trees, {"root_key": scope.root_key}, add=tree_add, set_=killed)
-    if adoption.issue_runs:
-        upsert(connection, issues, {"issue_key": scope.issue_key}, add={"runs": adoption.issue_runs})
-    if adoption.issue_failures_at_least:
-        at_least = adoption.issue_failures_at_least
+    """Raise the ledger's figures to what GitHub shows, and take on the run GitHub shows in flight.
+
+    Raised, never added to: decisions that read the ledger before either adopted (concurrent ones on PostgreSQL,
+    which read without a lock) adopt the same figures, and the second finds them there already.
+    """
+    tree, issue = trees.c.root_key == scope.root_key, issues.c.issue_key == scope.issue_key
+    tree_figures = (adoption.tree_runs_at_least, adoption.tree_cost_usd_at_least, adoption.tree_tokens_at_least)
+    if adoption.tree_killed or any(tree_figures):
+        upsert(connection, trees, {"root_key": scope.root_key}, set_={"killed": True} if adoption.tree_killed else {})
+    if adoption.tree_runs_at_least:
+        _raise(connection, trees, tree, trees.c.runs, sa.literal(adoption.tree_runs_at_least, sa.Integer))
+    # GitHub's spend includes what the tree's runs in flight had reported, which the ledger keeps on those runs
+    # until they end (and then adds to the tree's row): the row is raised to GitHub's spend less theirs.
+    if adoption.tree_cost_usd_at_least:
+        spent = sa.literal(adoption.tree_cost_usd_at_least, sa.Float) - _in_flight(runs.c.cost_usd, scope.root_key)
+        _raise(connection, trees, tree, trees.c.cost_usd, spent)
+    if adoption.tree_tokens_at_least:
+        used = sa.literal(adoption.tree_tokens_at_least, sa.BigInteger) - _in_flight(runs.c.tokens, scope.root_key)
+        _raise(connection, trees, tree, trees.c.tokens, used)
+    if adoption.issue_runs_at_least or adoption.issue_failures_at_least:
         upsert(connection, issues, {"issue_key": scope.issue_key})
-        connection.execute(
-            issues.update()
-            .where(issues.c.issue_key == scope.issue_key, issues.c.consecutive_failures < at_least)
-            .values(consecutive_failures=at_least)
-        )
+    if adoption.issue_runs_at_least:
+        _raise(connection, issues, issue, issues.c.runs, sa.literal(adoption.issue_runs_at_least, sa.Integer))
+    if adoption.issue_failures_at_least:
+        failures = sa.literal(adoption.issue_failures_at_least, sa.Integer)
+        _raise(connection, issues, issue, issues.c.consecutive_failures, failures)
     run = adoption.run
     if run is not None:
         # Not over a run the ledger knows, nor over another run holding the issue's lease: no conflict target,
@@ -1079,6 +1090,23 @@ def _adopt(connection: Connection, scope: FactsScope, adoption: Adoption) -> Non
         )
         if taken.rowcount:
             _event(connection, run.run_id, run.last_seen_at, "adopted", "shown running on GitHub, unknown here")
+
+
+def _raise(
+    connection: Connection, table: sa.Table, row: sa.ColumnElement[bool], column: sa.Column[Any], to: Any
+) -> None:
+    """Raise ``column`` of ``row`` to at least ``to``; one conditional UPDATE, so raising twice changes nothing.
+
+    Of two concurrent raises, the second waits for the first's row lock and then re-checks its condition against
+    the row as the first left it (PostgreSQL's read committed; SQLite has one writer).
+    """
+    connection.execute(table.update().where(row, column < to).values({column.name: to}))
+
+
+def _in_flight(column: sa.Column[Any], root_key: str) -> Any:
+    """What the tree's active runs have reported so far (``column`` of ``runs``: cost or tokens)."""
+    spent = sa.select(sa.func.coalesce(sa.func.sum(column), 0)).where(runs.c.root_key == root_key, _ACTIVE)
+    return spent.scalar_subquery()
 
 
 def _record_run(connection: Connection, run: NewRun, *, now: datetime, reset_failures: bool = False) -> None:

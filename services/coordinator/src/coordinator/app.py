@@ -135,13 +135,18 @@ def create_app(
 
 @asynccontextmanager
 async def _sweeping(coordinator: Coordinator, settings: Settings) -> AsyncIterator[None]:
-    """Every ``sweep_interval_s``: declare silent runs lost (releasing their leases), resume parents that are due."""
+    """Every ``sweep_interval_s``: declare silent runs lost, make late follow-ups of run ends, resume parents.
+
+    Declaring a run lost releases its lease; a run end's follow-ups not made in time (a failed publish, a stopped
+    coordinator) are made by whichever coordinator sweeps first.
+    """
     stop = asyncio.Event()
 
     async def sweep() -> None:
         while not stop.is_set():
             try:
                 await coordinator.sweep_lost_runs(silent_for=timedelta(seconds=settings.lost_after_s))
+                await coordinator.sweep_follow_ups()
                 await coordinator.sweep_management()
             except Exception:
                 _log.exception("sweep_failed")

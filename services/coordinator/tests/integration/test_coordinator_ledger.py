@@ -25,6 +25,9 @@ from coordinator.ledger.public_ledger import (
     Claim,
     ClaimResult,
     FactsScope,
+    FollowUp,
+    FollowUpKind,
+    FollowUps,
     LaunchLimits,
     Ledger,
     NewRun,
@@ -151,18 +154,41 @@ async def test_the_tree_remembers_its_authoriser_counts_and_kill_switch(ledger: 
     assert (stopped.tree_killed, stopped.paused) == (True, True)
 
 
-async def test_pending_nudges_are_taken_once_and_silent_runs_are_found(ledger: Ledger) -> None:
+FOLLOW_UPS = FollowUps(due_at=NOW + timedelta(minutes=2), release_waiting=2)
+
+
+def kinds(found: list[FollowUp]) -> list[tuple[FollowUpKind, str, str | None]]:
+    return [(f.kind, f.issue_key, f.actor.login if f.actor else None) for f in found]
+
+
+async def test_a_runs_end_records_its_follow_ups_with_it_and_only_news_re_decides_its_issue(ledger: Ledger) -> None:
     key = "github:octo/widgets#7"
     alice = Actor(login="alice", association=AuthorAssociation.MEMBER)
-    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5), actor=alice)
-    assert await ledger.take_pending_nudge(key, newer_than=NOW) is None  # sent before the run began: no news
+    await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5), actor=alice)  # before the run began
+    assert await ledger.start_run(new_run("run-1"), now=NOW) is STARTED
+    await ledger.finish("run-1", reason=ExitReason.SUCCESS, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+    assert kinds(await ledger.follow_ups("run-1")) == [(FollowUpKind.SUCCESSORS, key, None)]  # the run saw it
+
+    assert await ledger.start_run(new_run("run-2"), now=NOW) is STARTED
     await ledger.remember_nudge(key, sent_at=NOW + timedelta(seconds=5), actor=alice)
     await ledger.remember_nudge(key, sent_at=NOW - timedelta(seconds=5), actor=None)  # older: does not overwrite
-    taken = await ledger.take_pending_nudge(key, newer_than=NOW)
-    assert taken is not None
-    assert taken.actor == alice  # the deferred request keeps its sender's trust
-    assert await ledger.take_pending_nudge(key, newer_than=NOW) is None  # taken once
+    await ledger.finish("run-2", reason=ExitReason.SUCCESS, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+    # News for the issue, on behalf of whoever sent it: the deferred request keeps its sender's trust.
+    assert kinds(await ledger.follow_ups("run-2")) == [
+        (FollowUpKind.ISSUE, key, "alice"),
+        (FollowUpKind.SUCCESSORS, key, None),
+    ]
+    # A lost run's issue is decided again, news or not; a repeated end records nothing more.
+    assert await ledger.start_run(new_run("run-3"), now=NOW) is STARTED
+    await ledger.finish("run-3", reason=ExitReason.LOST, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+    await ledger.finish("run-3", reason=ExitReason.SUCCESS, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+    assert kinds(await ledger.follow_ups("run-3")) == [
+        (FollowUpKind.ISSUE, key, None),
+        (FollowUpKind.SUCCESSORS, key, None),
+    ]
 
+
+async def test_silent_runs_are_found(ledger: Ledger) -> None:
     assert await ledger.start_run(new_run("quiet"), now=NOW - timedelta(minutes=10)) is STARTED
     assert await ledger.start_run(new_run("chatty", issue=8), now=NOW) is STARTED
     silent = await ledger.silent_runs(seen_before=NOW - timedelta(minutes=5))
@@ -215,15 +241,50 @@ async def test_concurrent_launches_never_exceed_the_caps(ledger: Ledger) -> None
     assert tree.count(STARTED) == 2
 
 
-async def test_the_oldest_waiting_issues_are_released_first(ledger: Ledger) -> None:
+async def test_the_oldest_waiting_issues_are_released_first_each_by_one_run_end(ledger: Ledger) -> None:
     for number, seconds in ((1, 30), (2, 10), (3, 20)):
         await ledger.remember_nudge(
             f"github:octo/widgets#{number}", sent_at=NOW - timedelta(seconds=seconds), actor=None
         )
-    first = await ledger.take_oldest_pending(limit=2)
-    assert [pending.issue_key for pending in first] == ["github:octo/widgets#1", "github:octo/widgets#3"]
-    assert [pending.issue_key for pending in await ledger.take_oldest_pending(limit=2)] == ["github:octo/widgets#2"]
-    assert await ledger.take_oldest_pending(limit=2) == []
+    for run_id, issue in (("run-8", 8), ("run-9", 9)):
+        assert await ledger.start_run(new_run(run_id, issue=issue), now=NOW) is STARTED
+    # Two runs end at once: each releases its own waiting nudges, taken off the waiting list with its end.
+    await asyncio.gather(
+        *(
+            ledger.finish(run_id, reason=ExitReason.SUCCESS, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+            for run_id in ("run-8", "run-9")
+        )
+    )
+    released = {
+        run_id: [f.issue_key for f in await ledger.follow_ups(run_id) if f.kind is FollowUpKind.RELEASED]
+        for run_id in ("run-8", "run-9")
+    }
+    assert sorted(released.values(), key=len) == [
+        ["github:octo/widgets#2"],
+        ["github:octo/widgets#1", "github:octo/widgets#3"],  # oldest first
+    ]
+
+
+async def test_follow_ups_are_kept_until_made_and_each_late_run_is_taken_by_one_sweep(ledger: Ledger) -> None:
+    for n in range(4):
+        assert await ledger.start_run(new_run(f"run-{n}", issue=10 + n), now=NOW) is STARTED
+        await ledger.finish(f"run-{n}", reason=ExitReason.SUCCESS, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+    made = await ledger.follow_ups("run-0")
+    await ledger.forget_follow_ups([f.id for f in made])  # made at once, as usual
+    assert await ledger.follow_ups("run-0") == []
+
+    until = NOW + timedelta(minutes=10)
+    assert await ledger.due_follow_ups(now=NOW, until=until, limit=10) == []  # not late yet: their handler's
+    late = FOLLOW_UPS.due_at
+    # Two coordinators sweep at once: each late run is taken by one of them.
+    sweeps = await asyncio.gather(*(ledger.due_follow_ups(now=late, until=until, limit=10) for _ in range(2)))
+    assert sorted(sweeps[0] + sweeps[1]) == ["run-1", "run-2", "run-3"]
+    assert await ledger.due_follow_ups(now=late, until=until, limit=10) == []  # taken: not due again before until
+    assert sorted(await ledger.due_follow_ups(now=until, until=until, limit=2)) in (
+        ["run-1", "run-2"],
+        ["run-1", "run-3"],
+        ["run-2", "run-3"],
+    )  # not made by then: due again
 
 
 async def test_the_first_worker_to_start_a_run_holds_it_and_only_its_reports_count(ledger: Ledger) -> None:
@@ -792,3 +853,20 @@ async def test_adoption_beside_a_run_in_flight_counts_its_spend_once(ledger: Led
     await ledger.finish("run-a", reason=ExitReason.SUCCESS, at=NOW, cost_usd=1.5, tokens=2_500, worker_id="w1")
     after = await facts(ledger, issue=7)
     assert (after.tree_cost_usd, after.tree_tokens) == pytest.approx((5.0, 9_500))
+
+
+async def test_a_ledger_from_before_follow_ups_is_migrated(ledger_url: str) -> None:
+    async with open_ledger(ledger_url) as first:
+        assert await first.start_run(new_run("old"), now=NOW) is STARTED
+    # Back to schema version 7: no outbox of follow-ups.
+    engine = create_async_engine(ledger_url)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(sa.text("DROP TABLE run_follow_ups"))
+            await connection.execute(sa.text("DELETE FROM schema_versions WHERE version > 7"))
+    finally:
+        await engine.dispose()
+
+    async with open_ledger(ledger_url) as migrated:
+        await migrated.finish("old", reason=ExitReason.LOST, at=NOW, cost_usd=0, tokens=0, follow_ups=FOLLOW_UPS)
+        assert [f.kind for f in await migrated.follow_ups("old")] == [FollowUpKind.ISSUE, FollowUpKind.SUCCESSORS]

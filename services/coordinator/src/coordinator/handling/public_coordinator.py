@@ -51,6 +51,8 @@ from coordinator.ledger.public_ledger import (
     Decided,
     FactsScope,
     FinishedRun,
+    FollowUpKind,
+    FollowUps,
     LaunchLimits,
     Ledger,
     NewRun,
@@ -66,6 +68,11 @@ _log = structlog.get_logger(__name__)
 _MAX_SQS_DELAY_S = 900
 # Waiting issues re-decided when a run ends: a few, so that a burst of waiters does not become a burst of nudges.
 _RELEASED_PER_EXIT = 3
+# A run's follow-ups are made right after its end; those still not made this long after (a publish failed and no
+# repeated exit came, the coordinator stopped mid-way) are made by the sweep, on whichever coordinator runs it.
+_FOLLOW_UP_TAKEOVER = timedelta(minutes=2)
+# Runs whose follow-ups one sweep makes, at most.
+_FOLLOW_UPS_PER_SWEEP = 20
 # Waits that end when something else happens (a run ends, a slot or its tree's budget frees): re-decide the issue then.
 _REMEMBERED = frozenset(
     {WaitReason.RUN_IN_FLIGHT, WaitReason.CONCURRENCY, WaitReason.TREE_BUDGET_ALLOTTED, WaitReason.PAUSED}
@@ -184,7 +191,13 @@ class Coordinator:
             summary=event.summary,
             worker_id=event.worker_id,
         )
-        if not ended:
+        if ended:
+            return
+        # A repeated exit, most likely redelivered because its handler failed or stopped after the run's end was
+        # recorded: the follow-ups not made then are made now (made twice is harmless, never made is lost work).
+        if await self._follow_up(event.run_id):
+            _log.info("follow_up_resumed", run_id=event.run_id, worker_id=event.worker_id)
+        else:
             _log.info("exit_ignored", run_id=event.run_id, worker_id=event.worker_id, reason=event.reason.value)
 
     async def cancel_tree(self, root_key: str, *, reason: str = _TREE_KILLED) -> int:
@@ -207,6 +220,20 @@ class Coordinator:
             declared += ended  # not when another coordinator ended it meanwhile
         self.counters.declared_lost(declared)
         return len(lost)
+
+    async def sweep_follow_ups(self) -> int:
+        """Make the follow-ups of run ends not made in time (a publish failed, a coordinator stopped); returns the runs.
+
+        A run's follow-ups are taken by one sweep at a time (and again later if making them fails here).
+        """
+        now = self.clock()
+        due = await self.ledger.due_follow_ups(now=now, until=now + _FOLLOW_UP_TAKEOVER, limit=_FOLLOW_UPS_PER_SWEEP)
+        for run_id in due:
+            try:
+                await self._follow_up(run_id)
+            except Exception as error:  # the broker or the ledger is away: the follow-ups stay, for a later sweep
+                _log.warning("follow_up_failed", run_id=run_id, error=f"{type(error).__name__}: {error}")
+        return len(due)
 
     async def sweep_management(self) -> int:
         """Nudge every parent whose management is due (the decision still enforces the minimum interval)."""
@@ -461,6 +488,8 @@ class Coordinator:
             summary=summary,
             worker_id=worker_id,
             writes=lambda finished: self._exit_writes(finished, reason, now, summary),
+            # Recorded with the end, made below: a failure or a stop in between leaves them to be made again.
+            follow_ups=FollowUps(due_at=now + _FOLLOW_UP_TAKEOVER, release_waiting=_RELEASED_PER_EXIT),
         )
         if ended is None:
             return False  # already ended (a repeated or late exit changes nothing), or not this worker's run
@@ -468,7 +497,7 @@ class Coordinator:
         self.wake_writer()
         run = ended.run
         _log.info("run_ended", run_id=run_id, issue=run.issue_key, reason=reason.value, cost_usd=run.cost_usd)
-        await self._follow_up(ref_of_key(run.issue_key), reason, run_began=run.created_at)
+        await self._follow_up(run_id)
         return True
 
     def _exit_writes(self, ended: FinishedRun, reason: ExitReason, now: datetime, summary: str) -> list[OutboxEntry]:
@@ -502,40 +531,62 @@ class Coordinator:
             found.append(entry(ref, LabelWish(name=label, present=True)))
         return found
 
-    async def _follow_up(self, ref: IssueRef, reason: ExitReason, *, run_began: datetime) -> None:
-        """The issue itself if news waited for it (or its run was lost), then its next sibling and its parent.
+    async def _follow_up(self, run_id: str) -> bool:
+        """Make the follow-ups of the run's end not made yet; False when there are none (made, or never recorded).
 
-        The sibling and the parent come first: they are decided here and now, so they take the run slot that
-        just freed before the nudges queued or released meanwhile; the others are queued.
+        The issue itself if news waited for it (or its run was lost), the nudges that waited longest for a slot
+        elsewhere (on behalf of whoever sent them), then its next sibling and its parent. The sibling and the parent
+        come first: they are decided here and now, so they take the run slot that just freed before the nudges
+        queued or released meanwhile; the others are queued. Each follow-up is forgotten only once it is made, so a
+        failure or a stop on the way leaves it to be made again (by a repeated exit, or the sweep).
         """
-        successors: list[Nudge] = []
+        pending = await self.ledger.follow_ups(run_id)
+        if not pending:
+            return False
         nudges: list[Nudge] = []
-        waited = await self.ledger.take_pending_nudge(ref.key, newer_than=run_began)
-        if waited is not None or reason is ExitReason.LOST:
-            actor = waited.actor if waited else None
-            nudges.append(_nudge_of(ref, NudgeReason.RUN_FINISHED, "re-decide after the run ended", actor=actor))
-        # A slot is free: the nudges that waited longest get another look, on behalf of whoever sent them.
-        for pending in await self.ledger.take_oldest_pending(limit=_RELEASED_PER_EXIT):
-            issue = ref_of_key(pending.issue_key)
-            nudges.append(_nudge_of(issue, NudgeReason.RUN_FINISHED, "a run slot was freed", actor=pending.actor))
+        made: list[int] = []
+        for follow_up in pending:
+            ref = ref_of_key(follow_up.issue_key)
+            match follow_up.kind:
+                case FollowUpKind.ISSUE:
+                    detail = "re-decide after the run ended"
+                    nudges.append(_nudge_of(ref, NudgeReason.RUN_FINISHED, detail, actor=follow_up.actor))
+                case FollowUpKind.RELEASED:
+                    detail = "a run slot was freed"
+                    nudges.append(_nudge_of(ref, NudgeReason.RUN_FINISHED, detail, actor=follow_up.actor))
+                case FollowUpKind.SUCCESSORS:
+                    successors = await self._successors(ref)
+                    if successors is None:
+                        continue  # the tracker is away: kept, for the sweep to find them later
+                    for successor in successors:
+                        if not await self._decide_first(successor):
+                            nudges.append(successor)
+            made.append(follow_up.id)
+        if nudges:
+            await self.nudges.publish_many([wrap(nudge, producer="coordinator") for nudge in nudges])
+        await self.ledger.forget_follow_ups(made)
+        return True
+
+    async def _successors(self, ref: IssueRef) -> list[Nudge] | None:
+        """Nudges for the issue's next open sibling and its parent; None when the tracker could not be read."""
         try:
             view = await self.tracker.view(ref, comments=1)
             parent = await self.tracker.view(view.parent.ref, comments=1) if view.parent else None
+        except IssueNotFound:
+            return []  # deleted or hidden since: no successors to look for
         except TrackerError as error:
             _log.warning("follow_up_unavailable", issue=ref.key, error=str(error))
-            parent = None
-        if parent is not None:
-            siblings = [
-                child for child in parent.children if child.state is IssueState.OPEN and child.ref != view.issue.ref
-            ]
-            if siblings:
-                successors.append(_nudge_of(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished"))
-            successors.append(_nudge_of(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished"))
-        for successor in successors:
-            if not await self._decide_first(successor):
-                nudges.append(successor)
-        if nudges:
-            await self.nudges.publish_many([wrap(nudge, producer="coordinator") for nudge in nudges])
+            return None
+        if parent is None:
+            return []
+        successors: list[Nudge] = []
+        siblings = [
+            child for child in parent.children if child.state is IssueState.OPEN and child.ref != view.issue.ref
+        ]
+        if siblings:
+            successors.append(_nudge_of(siblings[0].ref, NudgeReason.NEXT_SIBLING, f"{ref} finished"))
+        successors.append(_nudge_of(parent.issue.ref, NudgeReason.RUN_FINISHED, f"child {ref} finished"))
+        return successors
 
     async def _decide_first(self, nudge: Nudge) -> bool:
         """Decide ``nudge`` now, ahead of the queue; False when that failed and it must be queued instead."""

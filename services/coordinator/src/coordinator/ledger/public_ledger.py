@@ -28,6 +28,7 @@ from coordinator.ledger.public_stats import LedgerStats
 from coordinator.ledger.schema import (
     ACTIVE_STATES,
     MIGRATIONS,
+    follow_ups,
     issues,
     repo_days,
     run_events,
@@ -52,11 +53,13 @@ __all__ = [
     "Decided",
     "FactsScope",
     "FinishedRun",
+    "FollowUp",
+    "FollowUpKind",
+    "FollowUps",
     "LaunchLimits",
     "Ledger",
     "LedgerEvent",
     "NewRun",
-    "PendingNudge",
     "RunEvent",
     "RunRecord",
     "StartOutcome",
@@ -201,14 +204,6 @@ class _AtCap(Exception):
 
 
 @dataclass(frozen=True)
-class PendingNudge:
-    """A nudge that waited: the issue and who asked."""
-
-    issue_key: str
-    actor: Actor | None
-
-
-@dataclass(frozen=True)
 class RunEvent:
     """One transition of a run."""
 
@@ -265,6 +260,38 @@ class FinishedRun:
     consecutive_failures: int
     issue_runs: int = 0
     tree: "TreeTotals | None" = None
+
+
+class FollowUpKind(StrEnum):
+    """What a follow-up of a run's end is."""
+
+    ISSUE = "issue"  # the run's issue again: news waited for it (a nudge newer than the run), or its run was lost
+    RELEASED = "released"  # a nudge that waited for a slot elsewhere: the run's end freed one
+    SUCCESSORS = "successors"  # the issue's next open sibling and its parent (found on the tracker)
+
+
+@dataclass(frozen=True)
+class FollowUp:
+    """A follow-up of a run's end, recorded with it, kept until it is made; ``actor``: whom a nudge is made for."""
+
+    id: int
+    run_id: str
+    issue_key: str
+    kind: FollowUpKind
+    actor: Actor | None
+
+
+@dataclass(frozen=True)
+class FollowUps:
+    """What :meth:`Ledger.finish` records to follow a run's end, in the transaction that ends it.
+
+    The issue again if a nudge newer than the run waited for it (or the run was lost), the ``release_waiting``
+    oldest nudges waiting elsewhere (taken off the waiting list), and the issue's successors. They are kept until
+    :meth:`Ledger.forget_follow_ups`; the sweep makes those still there at ``due_at`` (:meth:`Ledger.due_follow_ups`).
+    """
+
+    due_at: datetime
+    release_waiting: int
 
 
 @dataclass(frozen=True)
@@ -489,12 +516,14 @@ class Ledger:
         summary: str = "",
         worker_id: str | None = None,
         writes: Callable[[FinishedRun], Sequence[OutboxEntry]] | None = None,
+        follow_ups: FollowUps | None = None,
     ) -> FinishedRun | None:
         """End the run for ``reason``; None when it already ended (the first end wins, exactly once).
 
         With ``worker_id`` (a worker's ``AgentExited``) only the worker that holds the run ends it, or any worker
         while none is recorded; None (the lost-run sweep, a launch never published) ends it whoever holds it.
-        ``writes`` gives the tracker writes that report the end, added to the outbox in the same transaction.
+        ``writes`` gives the tracker writes that report the end, added to the outbox in the same transaction;
+        ``follow_ups`` records what follows the end (:class:`FollowUps`), in the same transaction too.
         """
         holder = _held_by(worker_id) if worker_id is not None else sa.true()
 
@@ -542,6 +571,8 @@ class Ledger:
             finished = FinishedRun(_record(record), int(failures or 0), int(issue_runs or 0), tree)
             if writes is not None:
                 enqueue_writes(connection, [(e.issue_key, e.key, e.payload) for e in writes(finished)], at)
+            if follow_ups is not None:
+                _record_follow_ups(connection, finished.run, reason, follow_ups)
             return finished
 
         return await self._tx.write(end)
@@ -596,43 +627,46 @@ class Ledger:
         """Note a nudge, sent at ``sent_at`` by ``actor``, that waits (for the issue's run, for a free slot)."""
         await self._tx.write(lambda connection: _remember(connection, issue_key, WaitingNudge(sent_at, actor)))
 
-    async def take_pending_nudge(self, issue_key: str, *, newer_than: datetime) -> PendingNudge | None:
-        """The nudge that waited for the issue if it was sent after ``newer_than``; forgets it either way."""
+    async def follow_ups(self, run_id: str) -> list[FollowUp]:
+        """The follow-ups of the run's end not made yet (recorded by :meth:`finish`), in the order recorded."""
+        query = sa.select(follow_ups).where(follow_ups.c.run_id == run_id).order_by(follow_ups.c.id)
+        return await self._tx.read(lambda connection: [_follow_up(row) for row in connection.execute(query)])
 
-        def take(connection: Connection) -> PendingNudge | None:
-            row = connection.execute(
-                sa.select(issues.c.pending_since, issues.c.pending_actor).where(issues.c.issue_key == issue_key)
-            ).first()
-            if row is None or row.pending_since is None:
-                return None
-            connection.execute(
-                issues.update().where(issues.c.issue_key == issue_key).values(pending_since=None, pending_actor=None)
-            )
-            if _aware(row.pending_since) <= newer_than:  # type: ignore[operator]
-                return None
-            return _pending(issue_key, row.pending_actor)
+    async def forget_follow_ups(self, ids: Collection[int]) -> None:
+        """These follow-ups were made (published, or decided at once): forget them."""
+        if not ids:
+            return
+        statement = follow_ups.delete().where(follow_ups.c.id.in_(list(ids)))
+        await self._tx.write(lambda connection: connection.execute(statement))
 
-        return await self._tx.write(take)
+    async def due_follow_ups(self, *, now: datetime, until: datetime, limit: int) -> list[str]:
+        """Runs (up to ``limit``) with follow-ups due at ``now``, taken by this caller: not due again before ``until``.
 
-    async def take_oldest_pending(self, *, limit: int) -> list[PendingNudge]:
-        """Up to ``limit`` waiting nudges, oldest first; forgets them."""
+        What whoever recorded them did not make in time (a failed publish, a coordinator that stopped); taken one
+        run at a time with a conditional write, so concurrent sweeps take each run once (a follow-up made twice
+        is harmless, one never made is lost work).
+        """
 
-        def take(connection: Connection) -> list[PendingNudge]:
-            rows = list(
-                connection.execute(
-                    sa.select(issues.c.issue_key, issues.c.pending_actor)
-                    .where(issues.c.pending_since.is_not(None))
-                    .order_by(issues.c.pending_since)
+        def take(connection: Connection) -> list[str]:
+            due = list(
+                connection.scalars(
+                    sa.select(follow_ups.c.run_id)
+                    .where(follow_ups.c.due_at <= now)
+                    .group_by(follow_ups.c.run_id)
+                    .order_by(sa.func.min(follow_ups.c.due_at))
                     .limit(limit)
                 )
             )
-            if rows:
-                connection.execute(
-                    issues.update()
-                    .where(issues.c.issue_key.in_([row.issue_key for row in rows]))
-                    .values(pending_since=None, pending_actor=None)
+            taken = []
+            for run_id in due:
+                pushed = connection.execute(
+                    follow_ups.update()
+                    .where(follow_ups.c.run_id == run_id, follow_ups.c.due_at <= now)
+                    .values(due_at=until)
                 )
-            return [_pending(row.issue_key, row.pending_actor) for row in rows]
+                if pushed.rowcount:
+                    taken.append(run_id)
+            return taken
 
         return await self._tx.write(take)
 
@@ -1171,6 +1205,49 @@ def _remember(connection: Connection, issue_key: str, nudge: WaitingNudge) -> No
         )
 
 
+def _record_follow_ups(connection: Connection, run: RunRecord, reason: ExitReason, plan: FollowUps) -> None:
+    """Record what follows the run's end, taking the nudges it releases off the waiting list (same transaction)."""
+    rows: list[dict[str, Any]] = []
+    own = connection.execute(
+        sa.select(issues.c.pending_since, issues.c.pending_actor).where(issues.c.issue_key == run.issue_key)
+    ).first()
+    waited_since = _aware(own.pending_since) if own is not None else None
+    # A nudge sent before the run began is the one that started it, or older news: the run saw it.
+    news = waited_since is not None and waited_since > run.created_at
+    if news or reason is ExitReason.LOST:
+        actor = own.pending_actor if news and own is not None else None
+        rows.append({"issue_key": run.issue_key, "kind": FollowUpKind.ISSUE.value, "actor": actor})
+    if waited_since is not None:
+        connection.execute(
+            issues.update().where(issues.c.issue_key == run.issue_key).values(pending_since=None, pending_actor=None)
+        )
+    released = list(
+        connection.execute(
+            sa.select(issues.c.issue_key, issues.c.pending_actor)
+            .where(issues.c.pending_since.is_not(None))
+            .order_by(issues.c.pending_since)
+            .limit(plan.release_waiting)
+        )
+    )
+    if released:
+        connection.execute(
+            issues.update()
+            .where(issues.c.issue_key.in_([row.issue_key for row in released]))
+            .values(pending_since=None, pending_actor=None)
+        )
+    rows.extend(
+        {"issue_key": row.issue_key, "kind": FollowUpKind.RELEASED.value, "actor": row.pending_actor}
+        for row in released
+    )
+    rows.append({"issue_key": run.issue_key, "kind": FollowUpKind.SUCCESSORS.value, "actor": None})
+    connection.execute(follow_ups.insert(), [row | {"run_id": run.run_id, "due_at": plan.due_at} for row in rows])
+
+
+def _follow_up(row: Any) -> FollowUp:
+    actor = Actor.model_validate_json(row.actor) if row.actor else None
+    return FollowUp(row.id, row.run_id, row.issue_key, FollowUpKind(row.kind), actor)
+
+
 def _held_by(worker_id: str) -> sa.ColumnElement[bool]:
     return sa.or_(runs.c.worker_id.is_(None), runs.c.worker_id == worker_id)
 
@@ -1241,10 +1318,6 @@ def _over_the_tree_budget(
 
 def _event(connection: Connection, run_id: str, at: datetime, kind: str, detail: str) -> None:
     connection.execute(_INSERT_EVENT, {"run_id": run_id, "at": at, "kind": kind, "detail": detail})
-
-
-def _pending(issue_key: str, actor_json: str | None) -> PendingNudge:
-    return PendingNudge(issue_key, Actor.model_validate_json(actor_json) if actor_json else None)
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -149,6 +149,24 @@ tracker_writes = sa.Table(
     sa.Index("tracker_writes_due", "due_at"),
 )
 
+# The outbox of a finished run's follow-ups: recorded in the transaction that ends the run, made (published, or
+# decided at once) after it, and forgotten only once made, so a failed publish, a cancelled handler or a crash in
+# between loses none (a repeated exit, or the sweep once ``due_at`` passes, makes them again). Each is a nudge
+# (``kind`` "issue": the run's issue again, "released": a nudge that waited for a slot elsewhere) or "successors":
+# the issue's next sibling and parent, found on the tracker when the follow-up is made (migration 8).
+follow_ups = sa.Table(
+    "run_follow_ups",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.String(64), nullable=False, index=True),
+    sa.Column("issue_key", sa.String(200), nullable=False),
+    sa.Column("kind", sa.String(20), nullable=False),
+    # Who the nudge is made for (the waiting nudge's sender, as JSON): a deferred request keeps its sender's trust.
+    sa.Column("actor", sa.Text),
+    # When the sweep makes it, if whoever recorded it has not by then (it is pushed back each time it is taken).
+    sa.Column("due_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 schema_versions = sa.Table(
     "schema_versions",
     metadata,
@@ -217,6 +235,10 @@ async def _tree_size_reservations(connection: AsyncConnection) -> None:
         await connection.execute(sa.text("ALTER TABLE tree_totals ADD COLUMN size_reserved INTEGER NOT NULL DEFAULT 0"))
 
 
+async def _run_follow_ups(connection: AsyncConnection) -> None:
+    await connection.run_sync(lambda sync: follow_ups.create(sync, checkfirst=True))
+
+
 # Append only: a migration, once released, never changes.
 MIGRATIONS: Sequence[Migration] = (
     _initial,
@@ -226,4 +248,5 @@ MIGRATIONS: Sequence[Migration] = (
     _parked_tracker_writes,
     _run_allotments,
     _tree_size_reservations,
+    _run_follow_ups,
 )

@@ -24,6 +24,7 @@ from agent_grid_runtime.public_settings import QueueSettings
 from agent_grid_runtime.public_sqs import MessageContext, Publisher, PublishError
 from agent_grid_runtime.public_testing import InMemoryBroker
 from agent_grid_tracker.public_github import GitHubSettings, GitHubTracker, open_github_tracker
+from agent_grid_tracker.public_tracker import CloseReason
 from coordinator.decisions.public_policy import Caps, Policy
 from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
@@ -182,3 +183,25 @@ async def test_follow_ups_of_a_handler_cancelled_mid_publish_are_made_by_the_nex
     assert (released.issue, released.actor) == (waiting, ALICE)
     assert await restarted.sweep_follow_ups() == 0
     assert len(world.nudges()) == 1
+
+
+async def test_a_finished_childs_successors_are_decided_once_the_tracker_answers_again(world: World) -> None:
+    coordinator = world.coordinator()
+    parent = world.github.add_issue("octo", "widgets", "Epic", author="alice", labels=["agent-grid"])
+    first = world.github.add_issue("octo", "widgets", "Step 1", author="alice")
+    second = world.github.add_issue("octo", "widgets", "Step 2", author="alice")
+    world.github.add_sub_issue(parent, first)
+    world.github.add_sub_issue(parent, second)
+    await world.nudge(coordinator, IssueRef(repo="octo/widgets", number=first.number))
+    [launch] = world.launches()
+    await world.tracker.close(launch.issue, CloseReason.COMPLETED)  # the run did step 1
+
+    world.github.fail_next(None, "/graphql", count=1000)  # GitHub is down as the run ends
+    await coordinator.on_exited(exited(launch), CONTEXT)
+    assert len(world.launches()) == 1  # the next step could not be looked up...
+
+    world.github.clear_faults()
+    world.clock.now += timedelta(minutes=10)
+    assert await coordinator.sweep_follow_ups() == 1  # ...and is, once GitHub answers again
+    assert [launched.issue.number for launched in world.launches()] == [first.number, second.number]
+    assert await coordinator.sweep_follow_ups() == 0

@@ -26,6 +26,7 @@ from coordinator.dashboard.public_dashboard import build_dashboard_router
 from coordinator.handling.public_cancelling import RunCanceller
 from coordinator.handling.public_coordinator import Coordinator
 from coordinator.handling.public_outbox import OutboxWriter
+from coordinator.handling.public_records import RecordKey
 from coordinator.ledger.public_ledger import open_ledger
 from coordinator.metrics.public_metrics import CoordinatorCounters, LedgerGauges
 from coordinator.settings import Settings
@@ -49,13 +50,14 @@ def create_app(
             else:
                 raise RuntimeError("the coordinator needs the tracker: set COORDINATOR_GITHUB__TOKEN (or __APP__…)")
             ledger = await stack.enter_async_context(open_ledger(settings.ledger_url))
+            records = _record_key(settings)
             runtime = await stack.enter_async_context(
                 open_service_runtime(settings, service=SERVICE, transport=transport)
             )
             # GitHub writes leave the handlers' path: the writer makes them, at the tracker's pace, from the
             # ledger's outbox (stopped after the consumers, so it takes what their last messages wished for).
             writer = await stack.enter_async_context(
-                OutboxWriter(ledger, the_tracker, settings.policy, settings.outbox).running()
+                OutboxWriter(ledger, the_tracker, settings.policy, settings.outbox, records=records).running()
             )
             # Concurrent handlers' launches share SendMessageBatch calls; each handler still returns only once
             # its own launch is on the broker. A launch may wait 10 ms for company (a run lasts minutes), which
@@ -72,6 +74,7 @@ def create_app(
                 cancels=RunCanceller(transport=runtime.transport, queues=settings.queues, producer=SERVICE),
                 wake_writer=writer.wake,
                 counters=CoordinatorCounters(runtime.registry),
+                records=records,
             )
             nudges = runtime.consumer(
                 QueueName.NUDGES, Handlers().on(Nudge, coordinator.on_nudge), settings.nudge_consumer
@@ -131,6 +134,19 @@ def create_app(
                 yield
 
     return FastAPI(title="agent-grid coordinator", lifespan=lifespan)
+
+
+def _record_key(settings: Settings) -> RecordKey:
+    """The key the records on GitHub are signed with: configured, derived from the tracker's credential, or random.
+
+    Random only for a tracker handed in without credentials (tests): its records are read back by this process
+    alone, so a ledger lost meanwhile is rebuilt from nothing rather than from records anyone could have written.
+    """
+    key = RecordKey.configured(settings.records, settings.github)
+    if key is None:
+        _log.warning("records_key_ephemeral", reason="no COORDINATOR_RECORDS__SECRET and no tracker credential")
+        return RecordKey.ephemeral()
+    return key
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from coordinator.api.public_run_logs import GridApiSettings
 from coordinator.dashboard.public_dashboard import DashboardSettings
 from coordinator.decisions.public_policy import Policy
 from coordinator.handling.public_outbox import OutboxSettings
+from coordinator.handling.public_records import RecordsSettings
 from coordinator.tools.public_api import ToolsSettings
 
 
@@ -48,3 +49,7 @@ class Settings(BaseServiceSettings):
     # The agent tools (/tools/v1): the run token secret shared with the grid workers
     # (COORDINATOR_TOOLS__RUN_TOKEN_SECRET, at least 16 bytes); unset answers every tools call 503.
     tools: ToolsSettings = ToolsSettings()
+    # The key agent-grid's records on GitHub (status comments, roll-ups) are signed with, so a lost ledger is
+    # rebuilt only from its own (COORDINATOR_RECORDS__SECRET, at least 16 bytes); unset, derived from the
+    # tracker's credential.
+    records: RecordsSettings = RecordsSettings()

@@ -26,8 +26,9 @@ class ChildFacts:
 class AuthoriserCandidate:
     """A person GitHub shows vouching for the tree, with their role on the repository (``RepoPermission`` values).
 
-    Who applied the opt-in label, or the authoriser agent-grid recorded in the tree's roll-up (the record of a
-    ledger since lost). They authorise agent-grid's own triggers only if the trust policy trusts them now.
+    Who applied the opt-in label, as the issue's events say: GitHub's account of what someone did, never a name
+    read from text on GitHub (anyone who may edit a description can type one). They authorise agent-grid's own
+    triggers only if the trust policy trusts them now.
     """
 
     login: str

@@ -9,11 +9,12 @@ written from), by raising the ledger's to them, never by adding the difference (
 same stale ledger would add it twice). Figures a person may lower (failures in a row, reset when they hand an
 issue back; the kill switch, revived through the API) are adopted only when the ledger knows nothing of the
 tree. A run GitHub shows running that the ledger does not know is taken on as running since GitHub last said
-so: the lost-run sweep declares it lost unless its worker is still reporting it. The authoriser is never
-adopted as such: the recorded one is a candidate whose trust is checked again
-(``IssueFacts.authoriser_candidates``).
+so: the lost-run sweep declares it lost unless its worker is still reporting it. Authorisation is never taken
+from a record: its authorisers are kept for the record's readers, and a tree the ledger has no authoriser for
+asks GitHub who applied its opt-in label (``IssueFacts.authoriser_candidates``).
 
-Pure: the records come parsed, the adoption is written by the ledger in the decision's transaction.
+Pure: the records come parsed, read only where agent-grid's signature verifies (``handling.public_records``);
+the adoption is written by the ledger in the decision's transaction.
 """
 
 from dataclasses import dataclass, replace
@@ -28,7 +29,8 @@ __all__ = ["AdoptedRun", "Adoption", "GitHubRecord", "IssueRecord", "TreeRecord"
 class TreeRecord:
     """A tree's figures as agent-grid last recorded them on GitHub.
 
-    Spend is finished runs' plus what active ones had reported, as in the ledger's roll-up.
+    Spend is finished runs' plus what active ones had reported, as in the ledger's roll-up. ``authorised_by`` is
+    for people reading it, never an authority.
     """
 
     runs: int = 0
@@ -63,19 +65,13 @@ class GitHubRecord:
     tree: TreeRecord | None = None
     issue: IssueRecord | None = None
 
-    @property
-    def authorised_by(self) -> str | None:
-        """The authoriser agent-grid recorded for the tree, if any."""
-        if self.tree is not None and self.tree.authorised_by:
-            return self.tree.authorised_by
-        if self.issue is not None:
-            return self.issue.tree.authorised_by or self.issue.authorised_by
-        return None
-
 
 @dataclass(frozen=True)
 class AdoptedRun:
-    """A run GitHub shows in flight that the ledger does not know: recorded as running since ``last_seen_at``."""
+    """A run GitHub shows in flight that the ledger does not know: recorded as running since ``last_seen_at``.
+
+    ``authorised_by`` is whom the status said it ran for, kept on the run; it authorises nothing else.
+    """
 
     run_id: str
     mode: str

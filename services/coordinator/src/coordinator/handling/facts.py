@@ -6,7 +6,7 @@ from agent_grid_tracker.public_tracker import IssueState, IssueView, LabelEvent,
 
 from coordinator.decisions.public_facts import ChildFacts, IssueFacts
 from coordinator.decisions.public_rebuild import GitHubRecord
-from coordinator.handling.records import read_issue_record, read_tree_record
+from coordinator.handling.public_records import RecordKey, read_issue_record, read_tree_record
 from coordinator.handling.status import ROLL_UP_KEY, STATUS_KEY
 
 
@@ -45,21 +45,28 @@ def issue_facts(view: IssueView, ancestors: Sequence[IssueView]) -> IssueFacts:
     )
 
 
-def github_record(view: IssueView, root: IssueView, *, bot_login: str) -> GitHubRecord:
+def github_record(view: IssueView, root: IssueView, *, bot_login: str, key: RecordKey) -> GitHubRecord:
     """What agent-grid recorded on GitHub about the issue (its status comment) and its tree (the root's roll-up).
 
     Only agent-grid's own status comment counts (anyone can paste a marker), and only the roll-up block between
-    agent-grid's markers in the root's description.
+    agent-grid's markers in the root's description; of either, only a record signed with ``key`` for this issue
+    (for the root, its tree) counts: anyone who may edit the description can type the block, and a signed record
+    copied from another issue does not verify here.
     """
     status = sticky_marker(STATUS_KEY)
     ours = [c for c in view.comments if c.author == bot_login and c.body.startswith(status)]
-    issue = read_issue_record(ours[-1].body, recorded_at=ours[-1].updated_at) if ours else None
+    issue = (
+        read_issue_record(ours[-1].body, issue_key=view.issue.ref.key, key=key, recorded_at=ours[-1].updated_at)
+        if ours
+        else None
+    )
     # The tracker's block markers (``replace_body_block``): ``sticky_marker("<key>:start")`` … ``:end``.
     start, end = sticky_marker(f"{ROLL_UP_KEY}:start"), sticky_marker(f"{ROLL_UP_KEY}:end")
     body = root.issue.body
     begin = body.find(start)
     finish = body.find(end, begin + len(start)) if begin >= 0 else -1
-    tree = read_tree_record(body[begin:finish]) if begin >= 0 and finish >= 0 else None
+    found = begin >= 0 and finish >= 0
+    tree = read_tree_record(body[begin:finish], root_key=root.issue.ref.key, key=key) if found else None
     return GitHubRecord(tree=tree, issue=issue)
 
 

@@ -43,6 +43,7 @@ from coordinator.decisions.public_verdicts import Ignore, Launch, Refuse, Verdic
 from coordinator.handling import status
 from coordinator.handling.facts import github_record, issue_facts, opt_in_labeller
 from coordinator.handling.public_cancelling import RunCanceller
+from coordinator.handling.public_records import RecordKey, issue_record
 from coordinator.handling.writes import AssigneeWish, LabelWish, RollUpWish, StatusWish, entry, ref_of_key
 from coordinator.ledger.public_ledger import (
     Changes,
@@ -94,7 +95,8 @@ class LaunchPublisher(Protocol):
 class Coordinator:
     """Decides on nudges and records lifecycle events. One instance per process; stateless between messages.
 
-    ``wake_writer`` is told whenever GitHub writes were added to the outbox (the writer's ``wake``).
+    ``wake_writer`` is told whenever GitHub writes were added to the outbox (the writer's ``wake``); ``records``
+    signs the records its status comments end with, and only records it signed are read back.
     """
 
     tracker: Tracker
@@ -106,6 +108,7 @@ class Coordinator:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     wake_writer: Callable[[], None] = field(default=lambda: None)
     counters: CoordinatorCounters = field(default_factory=CoordinatorCounters)
+    records: RecordKey = field(default_factory=RecordKey.ephemeral)
 
     async def on_nudge(self, envelope: Envelope[Nudge], context: MessageContext) -> None:
         """Decide whether the nudged issue gets a run now, and act on the verdict."""
@@ -119,14 +122,15 @@ class Coordinator:
             _log.info("nudge_dropped", issue=nudge.issue.key, reason="the issue does not exist or is hidden")
             return
         facts = issue_facts(view, ancestors)
-        record = github_record(view, ancestors[-1] if ancestors else view, bot_login=self.policy.bot_login)
+        root = ancestors[-1] if ancestors else view
+        record = github_record(view, root, bot_login=self.policy.bot_login, key=self.records)
         now = self.clock()
         trigger = Trigger(nudge.reason, nudge.actor, label=nudge.label)
         decided = await self._decide(facts, record, trigger, envelope, now)
         if isinstance(decided.verdict, Ignore) and decided.verdict.needs_authoriser:
             # An agent-grid trigger (a poll, say) in an opted-in tree the ledger has no authoriser for: who on
             # GitHub vouched for it, if anyone the policy trusts, authorises it.
-            candidates = await self._authoriser_candidates(facts, record)
+            candidates = await self._authoriser_candidates(facts)
             facts = replace(facts, authoriser_candidates=candidates)
             decided = await self._decide(facts, record, trigger, envelope, now)
         verdict = decided.verdict
@@ -311,11 +315,12 @@ class Coordinator:
             _log.warning("ledger_adopted_from_github", issue=facts.ref.key, root=facts.root.key, **asdict(adopted[0]))
         return decided
 
-    async def _authoriser_candidates(self, facts: IssueFacts, record: GitHubRecord) -> tuple[AuthoriserCandidate, ...]:
-        """Who on GitHub vouched for the tree, with their role on the repository.
+    async def _authoriser_candidates(self, facts: IssueFacts) -> tuple[AuthoriserCandidate, ...]:
+        """Who GitHub shows vouched for the tree, with their role on the repository: whoever applied the opt-in label.
 
-        Whoever applied the opt-in label (to the issue, else to the root), and the authoriser agent-grid recorded
-        for the tree.
+        To the issue, else to the root, as the issue's events (GitHub's own account of who did it) say. Never a
+        name taken from text on GitHub, not even agent-grid's own records: anyone who may edit a description can
+        type one.
         """
         label = self.policy.opt_in.label
         vouching: dict[str, str] = {}
@@ -326,8 +331,6 @@ class Coordinator:
                 labeller = opt_in_labeller(events, label, bot_login=self.policy.bot_login)
                 if labeller is not None:
                     vouching[labeller] = f"applied the {label!r} label to {labelled}"
-            if record.authorised_by is not None:
-                vouching.setdefault(record.authorised_by, "recorded as the tree's authoriser on GitHub")
             candidates: list[AuthoriserCandidate] = []
             for login, source in vouching.items():
                 permission = await self.tracker.permission(facts.ref.repo, login)
@@ -383,8 +386,9 @@ class Coordinator:
                     agent_kind=run.agent_kind,
                     authorised_by=verdict.authorised_by,
                 )
+                text = status.launched(verdict, run.run_id, now, record=self._sealed(ref, record))
                 launched = (
-                    entry(ref, StatusWish(body=status.launched(verdict, run.run_id, now, record=record))),
+                    entry(ref, StatusWish(body=text)),
                     entry(ref, AssigneeWish(login=self.policy.bot_login, assigned=True)),
                 )
                 return Changes(run=run, reset_failures=verdict.resets_failures, writes=launched)
@@ -392,15 +396,19 @@ class Coordinator:
                 remember = waiting if verdict.reason in _REMEMBERED else None
                 if verdict.reason is WaitReason.RUN_IN_FLIGHT:
                     return Changes(remember=remember)  # the run's own status stands
-                text = status.waiting(verdict, now, record=standing)
+                text = status.waiting(verdict, now, record=self._sealed(ref, standing))
                 return Changes(remember=remember, writes=(entry(ref, StatusWish(body=text)),))
             case Refuse():
                 label = self.policy.needs_human_label
-                text = status.refused(verdict, now, needs_human_label=label, record=standing)
+                text = status.refused(verdict, now, needs_human_label=label, record=self._sealed(ref, standing))
                 escalation = (entry(ref, LabelWish(name=label, present=True)),) if verdict.escalate else ()
                 return Changes(writes=(*escalation, entry(ref, StatusWish(body=text))))
             case Ignore():
                 return Changes(stop_managing=not facts.open)
+
+    def _sealed(self, ref: IssueRef, record: IssueRecord) -> str:
+        """The issue's record for its status comment, signed for that issue."""
+        return issue_record(record, issue_key=ref.key, key=self.records)
 
     async def _act(
         self, decided: Decided[Verdict], envelope: Envelope[Nudge], ref: IssueRef, root: IssueRef, now: datetime
@@ -519,8 +527,9 @@ class Coordinator:
             ),
             authorised_by=run.authorised_by,
         )
+        sealed = self._sealed(ref, record)
         text = status.finished(
-            run.run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label, record=record
+            run.run_id, reason.value, run.cost_usd, run.tokens, now, summary, escalated_to=label, record=sealed
         )
         found = [
             entry(ref, StatusWish(body=text)),

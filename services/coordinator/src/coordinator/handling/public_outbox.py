@@ -27,6 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from coordinator.decisions.public_policy import Policy
 from coordinator.handling import status, writes
+from coordinator.handling.public_records import RecordKey
 from coordinator.ledger.public_ledger import Ledger
 from coordinator.ledger.public_outbox import ClaimedWrite
 
@@ -66,6 +67,8 @@ class OutboxWriter:
     policy: Policy
     settings: OutboxSettings = field(default_factory=OutboxSettings)
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # Signs the roll-up's record: the coordinator's key (an ephemeral one signs what only this process can read).
+    records: RecordKey = field(default_factory=RecordKey.ephemeral)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _id: str = field(default_factory=lambda: uuid.uuid4().hex[:12], init=False)
 
@@ -209,4 +212,4 @@ class OutboxWriter:
         if tree is None:
             return None
         root_view = await self.tracker.view(root, comments=1)
-        return status.tree_roll_up(root_view, tree, self.policy.caps, self.clock())
+        return status.tree_roll_up(root_view, tree, self.policy.caps, self.clock(), key=self.records)

@@ -1,4 +1,9 @@
-"""What each tool does, once the run is known: scope, caps, then the tracker, the ledger and the queue."""
+"""What each tool does, once the run is known: scope, caps, then the tracker, the ledger and the queue.
+
+What an agent writes goes out through agent-grid's own account, so it is made inert first (``public_records.inert``):
+a comment, a workpad, a sub-issue's body or a finishing note can never pass for agent-grid's status comment, its
+markers or its records.
+"""
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -26,6 +31,7 @@ from agent_grid_runtime.public_sqs import Publisher, PublishError
 from agent_grid_tracker.public_tracker import CloseReason, Issue, NewIssue, Tracker, TrackerError
 
 from coordinator.decisions.public_policy import Policy
+from coordinator.handling.public_records import inert
 from coordinator.ledger.public_ledger import Ledger
 from coordinator.tools.fan_out import FanOut, blocked_by_problem, fan_out_refusal
 from coordinator.tools.refusals import cap_reached, invalid, run_over, tracker_refusal
@@ -76,13 +82,13 @@ class AgentTools:
 
     async def comment(self, scope: RunScope, request: CommentRequest) -> CommentResult:
         target = await self._in_scope(scope, parse_issue(request.issue, scope))
-        written = await self.tracker.comment(target, request.body)
+        written = await self.tracker.comment(target, inert(request.body))
         return CommentResult(url=written.url)
 
     async def workpad(self, scope: RunScope, request: WorkpadRequest) -> WorkpadResult:
         located = await self._locate(scope, parse_issue(request.issue, scope), comments=_WORKPAD_LOOKBACK)
         before = sticky_comment(located.view.comments, WORKPAD_KEY, self.policy.bot_login)
-        written = await self.tracker.upsert_sticky_comment(located.view.issue.ref, WORKPAD_KEY, request.body)
+        written = await self.tracker.upsert_sticky_comment(located.view.issue.ref, WORKPAD_KEY, inert(request.body))
         # The tracker writes nothing for an identical body; a workpad older than the comments looked at
         # counts as changed.
         updated = before is None or (written.id, written.body) != (before.id, before.body)
@@ -104,17 +110,17 @@ class AgentTools:
         match outcome:
             case FinishOutcome.DONE:
                 if request.pull_request:
-                    await self.tracker.comment(ref, f"Done in {request.pull_request}\n\n{request.summary}")
+                    await self.tracker.comment(ref, inert(f"Done in {request.pull_request}\n\n{request.summary}"))
                 if request.close_issue:
                     await self.tracker.close(ref, CloseReason.COMPLETED)
                 return FinishResult(recorded=True, closed=request.close_issue)
             case FinishOutcome.BLOCKED:
                 label = self.policy.needs_human_label
                 await self.tracker.add_labels(ref, (label,))
-                await self.tracker.comment(ref, f"Blocked: a human is needed (`{label}`).\n\n{request.summary}")
+                await self.tracker.comment(ref, inert(f"Blocked: a human is needed (`{label}`).\n\n{request.summary}"))
                 return FinishResult(recorded=True, labelled=(label,))
             case FinishOutcome.HANDOFF:
-                await self.tracker.comment(ref, f"Handed off.\n\n{request.summary}")
+                await self.tracker.comment(ref, inert(f"Handed off.\n\n{request.summary}"))
         # split: the sub-issues carry on; unknown: an outcome this coordinator does not know, recorded only.
         return FinishResult(recorded=True)
 
@@ -176,7 +182,9 @@ class AgentTools:
         try:
             for new in request.issues:
                 created.append(
-                    await self.tracker.create_sub_issue(parent, NewIssue(title=new.title, body=new.body, labels=labels))
+                    await self.tracker.create_sub_issue(
+                        parent, NewIssue(title=new.title, body=inert(new.body), labels=labels)
+                    )
                 )
             for index, new in enumerate(request.issues):
                 for blocker in dict.fromkeys(new.blocked_by):

@@ -1529,6 +1529,23 @@ def test_cloudformation_policies_are_least_privilege(template: dict[str, Any]) -
 # --- tests: the checks catch what they are for -------------------------------------------------------------
 
 
+def assert_reported(problems: list[str], expected: str) -> None:
+    """A breakage test's verdict: some problem names what was broken."""
+    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+
+
+def mutated[D](document: D, mutate: Callable[[D], None]) -> D:
+    """A deep copy of ``document`` with ``mutate`` applied: the fixture itself stays intact for other tests."""
+    broken = copy.deepcopy(document)
+    mutate(broken)
+    return broken
+
+
+def dockerfile_problems_with(compose: dict[str, Any], spec: ServiceSpec, text: str) -> list[str]:
+    """The Dockerfile checks' problems with ``text`` as ``spec``'s Dockerfile."""
+    return dockerfile_problems(text, spec, read_pyproject(spec.path / "pyproject.toml"), container_port(compose, spec))
+
+
 def _set(path: tuple[str, ...], value: object) -> Callable[[dict[str, Any]], None]:
     def mutate(document: dict[str, Any]) -> None:
         node = document
@@ -1609,10 +1626,8 @@ def test_compose_checks_detect_breakage(
     mutate: Callable[[dict[str, Any]], None],
     expected: str,
 ) -> None:
-    broken = copy.deepcopy(compose)
-    mutate(broken)
-    problems = check(broken)
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    problems = check(mutated(compose, mutate))
+    assert_reported(problems, expected)
 
 
 @pytest.mark.parametrize(
@@ -1632,10 +1647,8 @@ def test_dockerfile_check_detects_breakage(compose: dict[str, Any], old: str, ne
     spec = SERVICES[1]
     text = (spec.path / "Dockerfile").read_text(encoding="utf-8")
     assert old in text, f"the fixture text {old!r} is gone from the coordinator Dockerfile; update this test"
-    problems = dockerfile_problems(
-        text.replace(old, new, 1), spec, read_pyproject(spec.path / "pyproject.toml"), container_port(compose, spec)
-    )
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    problems = dockerfile_problems_with(compose, spec, text.replace(old, new, 1))
+    assert_reported(problems, expected)
 
 
 def test_template_check_detects_crossed_redrive(template: dict[str, Any]) -> None:
@@ -1818,10 +1831,8 @@ def test_compose_variable_and_schema_checks_detect_breakage(
     mutate: Callable[[dict[str, Any]], None],
     expected: str,
 ) -> None:
-    broken = copy.deepcopy(compose)
-    mutate(broken)
-    problems = check(broken)
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    problems = check(mutated(compose, mutate))
+    assert_reported(problems, expected)
 
 
 @pytest.mark.parametrize(
@@ -1841,7 +1852,7 @@ def test_env_example_checks_detect_breakage(
     assert old in env_example, f"the fixture text {old!r} is gone from .env.example; update this test"
     broken = env_example.replace(old, new, 1)
     problems = interpolation_problems(compose, broken) if check == "interpolation" else env_example_problems(broken)
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    assert_reported(problems, expected)
 
 
 @pytest.mark.parametrize(
@@ -1869,10 +1880,8 @@ def test_dockerfile_member_checks_detect_breakage(
 ) -> None:
     text = (spec.path / "Dockerfile").read_text(encoding="utf-8")
     assert old in text, f"the fixture text {old!r} is gone from {spec.directory}'s Dockerfile; update this test"
-    problems = dockerfile_problems(
-        text.replace(old, new, 1), spec, read_pyproject(spec.path / "pyproject.toml"), container_port(compose, spec)
-    )
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    problems = dockerfile_problems_with(compose, spec, text.replace(old, new, 1))
+    assert_reported(problems, expected)
 
 
 @pytest.mark.parametrize(
@@ -1883,7 +1892,7 @@ def test_dockerfile_member_checks_detect_breakage(
 def test_dockerignore_check_detects_breakage(extra: str, expected: str) -> None:
     patterns = [*dockerignore_patterns(DOCKERIGNORE_PATH.read_text(encoding="utf-8")), extra]
     problems = dockerignore_problems(patterns, EXECUTION_GRID)
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    assert_reported(problems, expected)
 
 
 def test_tools_command_check_detects_a_grid_without_the_tools() -> None:
@@ -1968,10 +1977,8 @@ def test_template_checks_detect_breakage(
     mutate: Callable[[dict[str, Any]], None],
     expected: str,
 ) -> None:
-    broken = copy.deepcopy(template)
-    mutate(broken)
-    problems = check(broken)
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    problems = check(mutated(template, mutate))
+    assert_reported(problems, expected)
 
 
 def _k8s(kind: str, edit: Callable[[dict[str, Any]], None]) -> Callable[[list[dict[str, Any]]], None]:
@@ -2181,10 +2188,9 @@ def test_kubernetes_checks_detect_breakage(
     check: Callable[[dict[str, Manifest]], list[str]],
     expected: str,
 ) -> None:
-    documents = copy.deepcopy(manifests[spec.compose_name].documents)
-    mutate(documents)
+    documents = mutated(manifests[spec.compose_name].documents, mutate)
     problems = check({**manifests, spec.compose_name: Manifest(documents)})
-    assert any(expected in problem for problem in problems), f"expected a problem with {expected!r}, got {problems}"
+    assert_reported(problems, expected)
 
 
 @pytest.mark.parametrize(

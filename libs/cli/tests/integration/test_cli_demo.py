@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from agent_grid_runtime.public_testing import CHROMIUM, CHROMIUM_ARGS
 from playwright.sync_api import Page, expect, sync_playwright
 
 from .local_grid_harness import ALICE, API, REPO_ROOT, LocalGrid, healthy, running_local_grid
@@ -24,17 +25,6 @@ pytestmark = [pytest.mark.connected, pytest.mark.slow]
 EPIC, RUNAWAY = 1, 2
 TOKEN_CAP = 250_000  # make run's COORDINATOR_POLICY__CAPS__MAX_TOKENS_PER_RUN
 ARTIFACTS = REPO_ROOT / ".local" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (`make browser`); playwright cannot download its own here
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def _issue(grid: LocalGrid, number: int) -> dict[str, Any]:

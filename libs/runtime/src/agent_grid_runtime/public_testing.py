@@ -11,11 +11,26 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from agent_grid_runtime.consumer_loop import Consumer
 from agent_grid_runtime.public_transport import OutgoingMessage, QueueDepth, ReceivedMessage, TransportError
 
-__all__ = ["InMemoryBroker", "StoredMessage", "run_consumer_until"]
+__all__ = ["CHROMIUM", "CHROMIUM_ARGS", "InMemoryBroker", "StoredMessage", "run_consumer_until"]
+
+# The browser tests' Chromium: Debian's package (`make browser`), since playwright cannot download its own here,
+# run headless as root in a sandboxless machine, and kept off the network but for the pages it is sent to.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+)
 
 
 @dataclass

@@ -28,6 +28,7 @@ from agent_grid_runtime.public_http import serve_http
 from agent_grid_runtime.public_queues import QueueUrls, resolve_queues
 from agent_grid_runtime.public_settings import AwsSettings, QueueSettings
 from agent_grid_runtime.public_sqs import Publisher
+from agent_grid_runtime.public_testing import CHROMIUM, CHROMIUM_ARGS
 from agent_grid_runtime.public_transport import QueueTransport
 from agent_grid_tracker.public_github import GitHubSettings
 from coordinator.api.public_api import ApiSettings
@@ -43,18 +44,7 @@ pytestmark = [pytest.mark.connected, pytest.mark.slow]
 
 REPO_ROOT = Path(__file__).resolve().parents[4]
 ARTIFACTS = REPO_ROOT / ".local" / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (`make browser`); playwright cannot download its own here
 CHROMIUM_INSTALLED = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TOKEN = "browser-test-token"
 GRID_TOKEN = "browser-test-grid-token"
 ALICE = Actor(login="alice", association=AuthorAssociation.MEMBER)

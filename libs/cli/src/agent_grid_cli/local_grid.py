@@ -2,6 +2,7 @@
 
 import json
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -119,6 +120,9 @@ def coordinator_environment(base: dict[str, str]) -> dict[str, str]:
         "COORDINATOR_GRID_API__TOKEN": LOCAL_API_TOKEN,
         "COORDINATOR_GRID_API__ALLOWED_URL_PREFIXES": json.dumps([grid_url]),
         "COORDINATOR_TOOLS__RUN_TOKEN_SECRET": LOCAL_RUN_TOKEN_SECRET,
+        # The demo's agents act on GitHub with the coordinator's own token, from which the records' key would
+        # otherwise be derived: a key of the coordinator's alone (the stand-in and the ledger start afresh too).
+        "COORDINATOR_RECORDS__SECRET": secrets.token_urlsafe(32),
         "COORDINATOR_POLICY__MANAGEMENT__MIN_INTERVAL_S": "5",
         "COORDINATOR_POLICY__CAPS__MAX_TOKENS_PER_RUN": "250000",
         "COORDINATOR_SWEEP_INTERVAL_S": "5",

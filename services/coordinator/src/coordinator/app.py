@@ -143,6 +143,9 @@ def _record_key(settings: Settings) -> RecordKey:
     alone, so a ledger lost meanwhile is rebuilt from nothing rather than from records anyone could have written.
     """
     key = RecordKey.configured(settings.records, settings.github)
+    if key is not None and settings.records.secret is None and settings.github and settings.github.app is None:
+        # Whoever holds the token can derive the key: agents given this same token could forge records.
+        _log.warning("records_key_from_token", hint="set COORDINATOR_RECORDS__SECRET if agents act with this token")
     if key is None:
         _log.warning("records_key_ephemeral", reason="no COORDINATOR_RECORDS__SECRET and no tracker credential")
         return RecordKey.ephemeral()

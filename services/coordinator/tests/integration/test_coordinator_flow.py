@@ -696,6 +696,7 @@ async def test_a_record_typed_into_an_issue_never_authorises_a_run(grid: Grid) -
     grid.github.add_issue("octo", "widgets", "Again", author="mallory", body=signed)
     await grid.nudge(issue.number + 1, actor=None, reason=NudgeReason.POLLED_UPDATE)
     assert await grid.drain(grid.queues.launches.url) == []
+    assert "/repos/octo/widgets/collaborators/alice/permission" not in [r.path for r in grid.github.requests]
 
     # alice's own word still starts a run, and the run is hers.
     await grid.nudge(issue.number)

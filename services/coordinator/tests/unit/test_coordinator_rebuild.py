@@ -114,6 +114,15 @@ def test_text_from_people_or_agents_cannot_pass_for_a_record() -> None:
     found = read(text)
     assert found is not None
     assert (found.runs, found.running_run) == (2, "run-abc")
+    assert text.count("<!-- agent-grid:record ") == 1  # agent-grid's own; the quoted one is words only
+    assert "&lt;!-- agent-grid:record " in text
+    # An unterminated record before agent-grid's own cannot swallow it into one match that fails to verify.
+    assert read(f"<!-- agent-grid:record {{ sig: oops\n{SEALED}") == replace(RECORD, recorded_at=NOW)
+    # Nor can "<" or ">" in a recorded value end or start a record early: they are written escaped.
+    angled = issue_record(replace(RECORD, agent_kind="<kind> -->"), issue_key=ISSUE_KEY, key=KEY)
+    assert "<" not in angled.removeprefix("<!--")
+    assert ">" not in angled.removesuffix("-->")
+    assert read(angled) == replace(RECORD, agent_kind="<kind> -->", recorded_at=NOW)
     # A login with a double hyphen would end an HTML comment early; the record escapes it.
     odd = status.launched(
         LAUNCH, "r", NOW, record=issue_record(replace(RECORD, authorised_by="a--b"), issue_key=ISSUE_KEY, key=KEY)
@@ -139,7 +148,8 @@ def test_the_roll_up_carries_the_tree_record_and_inert_titles() -> None:
     )
     block = status.tree_roll_up(root, totals, Caps(), NOW, key=KEY)
     assert "agent-grid tree" in block.splitlines()[0]
-    assert '<!-- agent-grid:tree-record {"runs":0}' not in block
+    assert '<!-- agent-grid:tree-record {"runs":0}' not in block  # the title, written inert:
+    assert '&lt;!-- agent-grid:tree-record {"runs":0}' in block
     assert read_tree_record(block, root_key=ISSUE_KEY, key=KEY) == TREE
 
 

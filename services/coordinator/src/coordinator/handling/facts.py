@@ -55,8 +55,9 @@ def github_record(view: IssueView, root: IssueView, *, bot_login: str, key: Reco
     """
     status = sticky_marker(STATUS_KEY)
     ours = [c for c in view.comments if c.author == bot_login and c.body.startswith(status)]
+    # The first, as the tracker's sticky-comment writer updates the first: a later one is not the one kept current.
     issue = (
-        read_issue_record(ours[-1].body, issue_key=view.issue.ref.key, key=key, recorded_at=ours[-1].updated_at)
+        read_issue_record(ours[0].body, issue_key=view.issue.ref.key, key=key, recorded_at=ours[0].updated_at)
         if ours
         else None
     )

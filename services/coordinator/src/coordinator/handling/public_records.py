@@ -182,14 +182,17 @@ def read_tree_record(text: str, *, root_key: str, key: RecordKey) -> TreeRecord 
 
 def _hidden(name: str, model: BaseModel, *, subject: str, key: RecordKey) -> str:
     # An HTML comment ends at the first "--"; JSON has it only inside strings, where "\u002d" reads the same.
-    payload = json.dumps({"v": _VERSION, **model.model_dump()}, separators=(",", ":")).replace("--", "-\\u002d")
+    # Nor does a payload hold "<" or ">", so a reader's match never runs across another record or comment.
+    payload = json.dumps({"v": _VERSION, **model.model_dump()}, separators=(",", ":"))
+    payload = payload.replace("--", "-\\u002d").replace("<", "\\u003c").replace(">", "\\u003e")
     return f"<!-- agent-grid:{name} {payload} sig:{key.sign(name, subject, payload)} -->"
 
 
 def _read[M: BaseModel](text: str, name: str, model: type[M], *, subject: str, key: RecordKey) -> M | None:
-    # The payload holds no "-->" (see _hidden), so each match ends where its record does. The last record whose
-    # signature verifies: agent-grid's own comes after anything quoted (which it also renders inert).
-    found = re.findall(rf"<!-- agent-grid:{re.escape(name)} (\{{.*?\}}) sig:({_SIGNATURE}) -->", text, re.DOTALL)
+    # The payload holds no "<" or ">" (see _hidden), so a match can neither start inside another (an unterminated
+    # one before it cannot swallow it) nor end past its own. The last record whose signature verifies:
+    # agent-grid's own comes after anything quoted (which it also renders inert).
+    found = re.findall(rf"<!-- agent-grid:{re.escape(name)} (\{{[^<>]*?\}}) sig:({_SIGNATURE}) -->", text)
     for payload, signature in reversed(found):
         if key.verifies(name, subject, payload, signature):
             try:

@@ -183,7 +183,7 @@ class AgentTools:
             for new in request.issues:
                 created.append(
                     await self.tracker.create_sub_issue(
-                        parent, NewIssue(title=new.title, body=inert(new.body), labels=labels)
+                        parent, NewIssue(title=inert(new.title), body=inert(new.body), labels=labels)
                     )
                 )
             for index, new in enumerate(request.issues):

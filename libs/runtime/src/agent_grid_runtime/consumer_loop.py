@@ -1,6 +1,7 @@
 """The one consumer loop every service runs (public through ``public_sqs.Consumer``)."""
 
 import asyncio
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -72,9 +73,21 @@ class Consumer:
         self._slot_freed = asyncio.Event()
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._receive_concurrency = settings.receive_concurrency or math.ceil(settings.max_in_flight / MAX_BATCH)
+        # A poller's share of the slots: what it waits for, ``batch_linger_s`` at most, when its consumer is busy.
+        self._full_receive = min(MAX_BATCH, math.ceil(settings.max_in_flight / self._receive_concurrency))
+        # Whether the last receive got all it asked for: the queue has a backlog, and lingering fills calls. Without
+        # one, nothing lingers: a message is received and acknowledged as soon as it can be.
+        self._backlog = False
         # One delete call per poller in flight: with a single one, the deleter was the bottleneck (busy 98% of
         # a drain, bench-bus), and slots are held until their delete completes.
-        self._deleter = _DeleteBatcher(transport, queue_url, max_concurrent_flushes=self._receive_concurrency)
+        self._deleter = _DeleteBatcher(
+            transport,
+            queue_url,
+            max_concurrent_flushes=self._receive_concurrency,
+            linger_s=settings.batch_linger_s,
+            linger_while=lambda: self._backlog,
+            full_batch=min(MAX_BATCH, settings.max_in_flight),
+        )
         self.receiving = asyncio.Event()
         """Set once the first receive call has been issued: the consumer is long-polling."""
         self._started = False
@@ -163,6 +176,7 @@ class Consumer:
                 self._release_slots(reserved)
                 raise
             backoff.reset()
+            self._backlog = len(messages) >= reserved
             self._reserved_for_receives -= reserved
             self._release_slots(reserved - len(messages))
             self._metrics.oldest_age.labels(self._label).set(_oldest_age_s(messages))
@@ -175,13 +189,24 @@ class Consumer:
                 task.add_done_callback(self._handler_tasks.discard)
 
     async def _reserve_slots(self) -> int:
-        while self._free_slots == 0:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+        await self._slots_free(1)
+        if self._backlog and self._free_slots < self._full_receive and self._settings.batch_linger_s > 0:
+            # Busy with a backlog: a receive for the one slot just freed costs a call as a full one does (botocore,
+            # aiohttp and the broker's work per call; three receives a message where the raw relay makes one per
+            # ten, make bench-coordinator). Wait a little for more slots, then take what there is.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._settings.batch_linger_s):
+                    await self._slots_free(self._full_receive)
+            await self._slots_free(1)  # another poller may have taken them meanwhile
         reserved = min(MAX_BATCH, self._free_slots)
         self._free_slots -= reserved
         self._reserved_for_receives += reserved
         return reserved
+
+    async def _slots_free(self, count: int) -> None:
+        while self._free_slots < count:
+            self._slot_freed.clear()
+            await self._slot_freed.wait()
 
     def _release_slots(self, count: int) -> None:
         self._free_slots += count
@@ -361,13 +386,27 @@ class _Slot:
 class _DeleteBatcher:
     """Coalesces deletes from concurrent handlers into DeleteMessageBatch calls of up to 10.
 
-    Batching comes from load, not from a timer: while the allowed batches are in flight, the next accumulate.
+    Batching comes from load: while the allowed batches are in flight, the next accumulate; with ``linger_s``,
+    while ``linger_while()`` (the queue has a backlog), a batch short of full (ten, or fewer when fewer fit in
+    flight) also waits that long for company; the slots of its messages are held meanwhile.
     Callers await through ``asyncio.shield`` so that an ack in progress survives a cancelled handler, and
     ``run`` returns only once every requested delete has been attempted.
     """
 
-    def __init__(self, transport: QueueTransport, queue_url: str, *, max_concurrent_flushes: int) -> None:
+    def __init__(
+        self,
+        transport: QueueTransport,
+        queue_url: str,
+        *,
+        max_concurrent_flushes: int,
+        linger_s: float = 0.0,
+        linger_while: Callable[[], bool] = lambda: True,
+        full_batch: int = MAX_BATCH,
+    ) -> None:
         self._transport = transport
+        self._linger_s = linger_s
+        self._linger_while = linger_while
+        self._full_batch = full_batch
         self._queue_url = queue_url
         self._pending: list[tuple[str, asyncio.Future[None]]] = []
         self._wakeup = asyncio.Event()
@@ -392,6 +431,12 @@ class _DeleteBatcher:
     async def run(self) -> None:
         while True:
             await self._wakeup.wait()
+            if self._linger_s and self._linger_while():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self._linger_s):
+                        while len(self._pending) < self._full_batch and not self._closing:
+                            self._wakeup.clear()
+                            await self._wakeup.wait()
             self._wakeup.clear()
             while self._pending:
                 await self._flush_slots.acquire()

@@ -557,3 +557,109 @@ async def test_coalescing_publisher_fails_each_caller_whose_message_was_not_acce
 
     assert all(isinstance(result, PublishError) for result in results)
     assert len(broker.messages(queues.nudges.url)) == 1
+
+
+def record_receives(broker: InMemoryBroker) -> list[int]:
+    requested: list[int] = []
+    original_receive = broker.receive
+
+    async def recording_receive(queue_url: str, **kwargs: Any) -> Any:
+        requested.append(kwargs["max_messages"])
+        return await original_receive(queue_url, **kwargs)
+
+    broker.receive = recording_receive  # type: ignore[method-assign]
+    return requested
+
+
+async def test_a_busy_consumer_lingers_for_its_share_of_slots_and_deletes_in_full_batches(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    requested = record_receives(broker)
+    holding: list[int] = []
+    releases = {number: asyncio.Event() for number in range(1, 21)}
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        holding.append(envelope.body.issue.number)
+        await releases[envelope.body.issue.number].wait()
+
+    await publisher.publish_many([nudge(n) for n in range(1, 21)])
+    consumer = make_consumer(broker, queues, handle, max_in_flight=10, batch_linger_s=0.5)
+    task = asyncio.create_task(consumer.run())
+    while consumer.in_flight < 10:
+        await asyncio.sleep(0.005)
+    for number in holding[:9]:
+        releases[number].set()
+    await asyncio.sleep(0.2)
+    assert requested == [10], "nine handlers done: their deletes and the next receive wait for the tenth"
+    assert broker.calls.count("delete_batch") == 0
+    releases[holding[9]].set()
+    async with asyncio.timeout(5):
+        while len(holding) < 20:
+            await asyncio.sleep(0.005)
+    assert requested == [10, 10]
+    assert broker.calls.count("delete_batch") == 1, "the ten deletes shared one call"
+    for release in releases.values():
+        release.set()
+    async with asyncio.timeout(5):
+        while broker.messages(queues.nudges.url):
+            await asyncio.sleep(0.005)
+    consumer.stop()
+    await task
+
+
+async def test_the_linger_is_bounded(broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher) -> None:
+    requested = record_receives(broker)
+    holding: list[int] = []
+    releases = {number: asyncio.Event() for number in range(1, 21)}
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        holding.append(envelope.body.issue.number)
+        await releases[envelope.body.issue.number].wait()
+
+    await publisher.publish_many([nudge(n) for n in range(1, 21)])
+    consumer = make_consumer(broker, queues, handle, max_in_flight=10, batch_linger_s=0.05)
+    task = asyncio.create_task(consumer.run())
+    while consumer.in_flight < 10:
+        await asyncio.sleep(0.005)
+    releases[holding[0]].set()
+    async with asyncio.timeout(5):
+        while len(holding) < 11:
+            await asyncio.sleep(0.005)
+    assert requested == [10, 1], "one slot free of ten: received for it once the linger was over"
+    assert broker.calls.count("delete_batch") == 1
+    for release in releases.values():
+        release.set()
+    async with asyncio.timeout(5):
+        while broker.messages(queues.nudges.url):
+            await asyncio.sleep(0.005)
+    consumer.stop()
+    await task
+
+
+async def test_without_a_backlog_nothing_lingers(
+    broker: InMemoryBroker, queues: QueueUrls, publisher: Publisher
+) -> None:
+    requested = record_receives(broker)
+    handled: list[int] = []
+    release = asyncio.Event()
+
+    async def handle(envelope: Envelope[Nudge], context: MessageContext) -> None:
+        handled.append(envelope.body.issue.number)
+        if envelope.body.issue.number == 1:
+            await release.wait()
+
+    await publisher.publish(nudge(1))
+    consumer = make_consumer(broker, queues, handle, max_in_flight=10, batch_linger_s=1.0)
+    task = asyncio.create_task(consumer.run())
+    started = asyncio.get_running_loop().time()
+    async with asyncio.timeout(5):
+        while not handled:
+            await asyncio.sleep(0.005)
+        await publisher.publish(nudge(2))
+        while len(handled) < 2 or len(broker.messages(queues.nudges.url)) > 1:
+            await asyncio.sleep(0.005)
+    assert requested[:2] == [10, 9], "one message of ten asked for: received for the nine free slots at once"
+    assert asyncio.get_running_loop().time() - started < 0.5, "received, handled and deleted without lingering"
+    release.set()
+    consumer.stop()
+    await task

@@ -18,13 +18,24 @@ from coordinator.handling.public_records import RecordsSettings
 from coordinator.tools.public_api import ToolsSettings
 
 
+class NudgeConsumerSettings(ConsumerSettings):
+    """The nudge consumer: as any consumer, but with a backlog it receives and deletes in fuller batches.
+
+    Waiting up to 20 ms for company costs a nudge little next to its decision, and saves most of the calls: with
+    20 in flight, receives and deletes averaged three messages a call, and the broker calls' CPU (botocore,
+    aiohttp) was a third of the coordinator's (make bench-coordinator). Without a backlog nothing waits.
+    """
+
+    batch_linger_s: Annotated[float, Field(ge=0, le=1)] = 0.02
+
+
 class Settings(BaseServiceSettings):
     """Coordinator settings; every variable starts with ``COORDINATOR_`` (e.g. ``COORDINATOR_HTTP__PORT``)."""
 
     model_config = service_settings_config("COORDINATOR_")
 
     http: HttpSettings = HttpSettings(port=8002)
-    nudge_consumer: ConsumerSettings = ConsumerSettings()
+    nudge_consumer: NudgeConsumerSettings = NudgeConsumerSettings()
     lifecycle_consumer: ConsumerSettings = ConsumerSettings()
     # The rules: opt-in, trust, caps (COORDINATOR_POLICY__CAPS__MAX_ACTIVE_RUNS=…), management timing.
     policy: Policy = Policy()

@@ -32,7 +32,7 @@ from coordinator.api.public_api import ApiSettings
 from coordinator.app import create_app
 from coordinator.decisions.public_policy import Caps, OptInPolicy, Policy
 from coordinator.handling.public_outbox import OutboxSettings
-from coordinator.settings import Settings
+from coordinator.settings import NudgeConsumerSettings, Settings
 from pydantic import SecretStr
 from structlog.testing import capture_logs
 
@@ -432,7 +432,7 @@ async def test_a_restart_mid_stream_loses_no_launch_and_duplicates_none(
             queue_settings,
             tmp_path,
             policy=roomy,
-            nudge_consumer=ConsumerSettings(visibility_timeout_s=2),
+            nudge_consumer=NudgeConsumerSettings(visibility_timeout_s=2),
         )
         queues = await resolve_queues(sqs, queue_settings)
         grid = Grid(github, None, sqs, queues)  # type: ignore[arg-type]
@@ -742,7 +742,7 @@ async def test_a_ledger_lost_mid_scenario_is_rebuilt_from_github_and_the_caps_st
             api=ApiSettings(token=SecretStr(API_TOKEN)),
             # The stopped process's last long polls may still take a message the broker then hides until its
             # visibility timeout (see the restart test above): a short one gives it back within the test's wait.
-            nudge_consumer=ConsumerSettings(visibility_timeout_s=2),
+            nudge_consumer=NudgeConsumerSettings(visibility_timeout_s=2),
             lifecycle_consumer=ConsumerSettings(visibility_timeout_s=2),
         )
         queues = await resolve_queues(sqs, queue_settings)
